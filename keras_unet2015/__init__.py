@@ -1,0 +1,33 @@
+"""keras-unet2015: the original U-Net (Ronneberger et al., 2015) for Keras 3."""
+
+from keras_unet2015 import callbacks
+from keras_unet2015 import datasets
+from keras_unet2015 import layers
+from keras_unet2015 import losses
+from keras_unet2015 import metrics
+from keras_unet2015 import sizes
+from keras_unet2015 import training
+from keras_unet2015 import weight_maps
+from keras_unet2015.inference.overlap_tile_predictor import OverlapTilePredictor
+from keras_unet2015.layers.elastic_deform import ElasticDeform
+from keras_unet2015.layers.paper_augmentation import PaperAugmentation
+from keras_unet2015.losses.weighted_pixel_loss import WeightedPixelLoss
+from keras_unet2015.models.unet2015 import UNet2015
+from keras_unet2015.version import __version__
+
+__all__ = [
+    "ElasticDeform",
+    "OverlapTilePredictor",
+    "PaperAugmentation",
+    "UNet2015",
+    "WeightedPixelLoss",
+    "__version__",
+    "callbacks",
+    "datasets",
+    "layers",
+    "losses",
+    "metrics",
+    "sizes",
+    "training",
+    "weight_maps",
+]

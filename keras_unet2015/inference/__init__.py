@@ -1,0 +1,5 @@
+"""Inference helpers of keras-unet2015."""
+
+from keras_unet2015.inference.overlap_tile_predictor import OverlapTilePredictor
+
+__all__ = ["OverlapTilePredictor"]

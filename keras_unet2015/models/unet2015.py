@@ -1,0 +1,379 @@
+import keras
+
+from keras_unet2015 import sizes
+from keras_unet2015.backend_utils import standardize_data_format
+from keras_unet2015.layers.conv import Conv2D
+from keras_unet2015.layers.conv import MaxPooling2D
+from keras_unet2015.layers.up_convolution import UpConvolution2D
+
+ACTIVATIONS = (None, "softmax")
+
+
+def paper_initializer():
+    """The paper's initializer: Gaussian with std `sqrt(2 / fan_in)`.
+
+    Not truncated, unlike Keras's `"he_normal"`.
+    """
+    return keras.initializers.VarianceScaling(
+        scale=2.0, mode="fan_in", distribution="untruncated_normal"
+    )
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive integer. Received: {name}={value!r}"
+        )
+
+
+def _skip_crop(depth, level):
+    """Pixels to crop on each side of the level-`level` skip connection.
+
+    With valid convolutions the up-sampled map at level `level` (1 = full
+    resolution) is smaller than the contracting map by a constant that does
+    not depend on the input size: 8 px at the deepest level, and
+    `16 + 2 * delta(level + 1)` above it (176, 80, 32, 8 for depth 4).
+    """
+    delta = 8
+    for _ in range(depth - level):
+        delta = 16 + 2 * delta
+    return delta // 2
+
+
+@keras.saving.register_keras_serializable(package="keras_unet2015")
+class UNet2015(keras.Model):
+    """The original U-Net of Ronneberger, Fischer and Brox (2015).
+
+    The defaults build the network of the paper's Fig. 1 exactly: a
+    contracting path of four levels, each two unpadded 3x3 convolutions with
+    ReLU followed by a 2x2 max-pool with stride 2 (64, 128, 256, 512
+    channels); a bottom level of two 3x3 convolutions with 1024 channels; an
+    expanding path of four levels, each a 2x2 stride-2 up-convolution that
+    halves the channels, concatenation with the center-cropped feature map
+    of the same contracting level, and two 3x3 convolutions with ReLU; and a
+    1x1 convolution to `num_classes`. That is 23 convolution layers and
+    31,030,658 parameters for one input channel and two classes. A 572x572
+    input tile gives a 388x388 output; every output pixel sees 92 px of
+    context on each side (`model.context_margin`).
+
+    Dropout with rate 0.5 sits "at the end of the contracting path": after
+    the last ReLU of the deepest contracting level (its output also feeds the
+    skip connection) and after the last ReLU of the bottom level, as in ports
+    of the authors' Caffe model. Kernels are drawn from the paper's untruncated
+    Gaussian with standard deviation `sqrt(2 / N)`, `N` the number of incoming
+    nodes of one neuron. The concatenation puts the cropped skip connection
+    first, then the up-sampled features.
+
+    With `padding="valid"` (the paper's choice) the spatial size must satisfy
+    `input = 2**depth * k + c` (`16 * k + 60` at depth 4); use
+    `model.output_size`, `model.input_size_for_output` and
+    `model.valid_input_sizes` to pick one, and `OverlapTilePredictor` for
+    images of any size. `padding="same"` is the common variant whose output
+    has the input's size (input a multiple of `2**depth`); it is not the
+    paper's network.
+
+    The model returns per-pixel logits by default (`activation=None`), the
+    numerically safest input for `WeightedPixelLoss(from_logits=True)`. With
+    `activation="softmax"` it returns class probabilities, as the paper's
+    figure does; then use `WeightedPixelLoss(from_logits=False)`.
+    `OverlapTilePredictor` reads the activation from the model and always
+    returns probabilities.
+
+    Reference:
+
+    - [Ronneberger et al., 2015](https://arxiv.org/abs/1505.04597)
+
+    Args:
+        num_classes: int. Number of output classes. Defaults to `2`.
+        input_channels: int. Number of image channels (1 for the paper's
+            gray-value images, 3 for RGB). Defaults to `1`.
+        depth: int. Number of 2x2 max-pool steps. Defaults to `4`.
+        filters: int. Number of filters of the first level; doubled at each
+            level down. Defaults to `64`.
+        dropout_rate: float. Dropout rate at the end of the contracting path;
+            `0` disables dropout. Defaults to `0.5`.
+        padding: str. `"valid"` (the paper's unpadded convolutions) or
+            `"same"` (output size equals input size). Defaults to `"valid"`.
+        activation: `None` or `"softmax"`. Activation of the final 1x1
+            convolution: `None` returns logits. Defaults to `None`.
+        image_size: `None`, an int or a tuple `(height, width)` of ints or
+            `None`s. Fixed spatial size of the input; `None` accepts any
+            valid size at call time. A concrete size is validated. Defaults
+            to `None`.
+        data_format: str. `"channels_last"` or `"channels_first"`, or `None`
+            for `keras.config.image_data_format()`. Defaults to `None`.
+        dtype: a dtype or dtype policy (e.g. `"mixed_float16"`) for all
+            layers, or `None` for the global policy. Defaults to `None`.
+        upconv_implementation: str. How the up-convolutions compute:
+            `"auto"` (fastest on the backend), `"matmul"` or
+            `"conv_transpose"`. All give the same result and share the
+            `Conv2DTranspose` weight layout. Defaults to `"auto"`.
+        **kwargs: base model keyword arguments such as `name`.
+
+    Input shape:
+        `(batch, height, width, input_channels)` for `"channels_last"`, or
+        `(batch, input_channels, height, width)` for `"channels_first"`.
+
+    Output shape:
+        `(batch, out_height, out_width, num_classes)` (or channels first),
+        with `out = in - 184` for the paper's valid network and
+        `out = in` for `padding="same"`.
+
+    Example:
+
+    ```python
+    model = keras_unet2015.UNet2015(num_classes=2)
+    model.count_params()  # 31030658
+    model.output_size(572)  # 388
+    logits = model(np.zeros((1, 572, 572, 1), "float32"))
+    logits.shape  # (1, 388, 388, 2)
+    ```
+    """
+
+    def __init__(
+        self,
+        num_classes=2,
+        input_channels=1,
+        depth=4,
+        filters=64,
+        dropout_rate=0.5,
+        padding="valid",
+        activation=None,
+        image_size=None,
+        data_format=None,
+        dtype=None,
+        upconv_implementation="auto",
+        **kwargs,
+    ):
+        _positive_int(num_classes, "num_classes")
+        _positive_int(input_channels, "input_channels")
+        _positive_int(depth, "depth")
+        _positive_int(filters, "filters")
+        if not 0 <= dropout_rate < 1:
+            raise ValueError(
+                "`dropout_rate` must be in [0, 1). "
+                f"Received: dropout_rate={dropout_rate!r}"
+            )
+        if padding not in sizes.VALID_PADDINGS:
+            raise ValueError(
+                f"`padding` must be one of {sizes.VALID_PADDINGS}. "
+                f"Received: padding={padding!r}"
+            )
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"`activation` must be one of {ACTIVATIONS} (None returns "
+                f"logits). Received: activation={activation!r}"
+            )
+        image_size = _standardize_image_size(image_size)
+        for axis, size in zip(("height", "width"), image_size):
+            if size is not None:
+                sizes.check_input_size(
+                    size, depth, padding, name=f"input {axis}"
+                )
+        data_format = standardize_data_format(data_format)
+        channel_axis = -1 if data_format == "channels_last" else 1
+
+        # === Functional Model ===
+        if data_format == "channels_last":
+            input_shape = (*image_size, input_channels)
+        else:
+            input_shape = (input_channels, *image_size)
+        inputs = keras.Input(shape=input_shape, name="image")
+
+        def conv(x, n_filters, name):
+            return Conv2D(
+                n_filters,
+                3,
+                padding=padding,
+                activation="relu",
+                kernel_initializer=paper_initializer(),
+                data_format=data_format,
+                dtype=dtype,
+                name=name,
+            )(x)
+
+        def dropout(x, name):
+            if dropout_rate == 0:
+                return x
+            return keras.layers.Dropout(dropout_rate, dtype=dtype, name=name)(x)
+
+        x = inputs
+        skips = []
+        for level in range(1, depth + 1):
+            n_filters = filters * 2 ** (level - 1)
+            x = conv(x, n_filters, f"contract{level}_conv1")
+            x = conv(x, n_filters, f"contract{level}_conv2")
+            if level == depth:
+                x = dropout(x, f"contract{level}_dropout")
+            skips.append(x)
+            x = MaxPooling2D(
+                2,
+                data_format=data_format,
+                dtype=dtype,
+                name=f"contract{level}_pool",
+            )(x)
+        x = conv(x, filters * 2**depth, "bottom_conv1")
+        x = conv(x, filters * 2**depth, "bottom_conv2")
+        x = dropout(x, "bottom_dropout")
+        for level in range(depth, 0, -1):
+            n_filters = filters * 2 ** (level - 1)
+            x = UpConvolution2D(
+                n_filters,
+                data_format=data_format,
+                implementation=upconv_implementation,
+                dtype=dtype,
+                name=f"expand{level}_upconv",
+            )(x)
+            skip = skips[level - 1]
+            if padding == "valid":
+                skip = keras.layers.Cropping2D(
+                    _skip_crop(depth, level),
+                    data_format=data_format,
+                    dtype=dtype,
+                    name=f"expand{level}_crop",
+                )(skip)
+            x = keras.layers.Concatenate(
+                axis=channel_axis, dtype=dtype, name=f"expand{level}_concat"
+            )([skip, x])
+            x = conv(x, n_filters, f"expand{level}_conv1")
+            x = conv(x, n_filters, f"expand{level}_conv2")
+        outputs = Conv2D(
+            num_classes,
+            1,
+            kernel_initializer=paper_initializer(),
+            data_format=data_format,
+            dtype=dtype,
+            name="head_conv",
+        )(x)
+        if activation == "softmax":
+            outputs = keras.layers.Softmax(
+                axis=channel_axis, dtype=dtype, name="head_softmax"
+            )(outputs)
+        kwargs.setdefault("name", "unet2015")
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.num_classes = num_classes
+        self.input_channels = input_channels
+        self.depth = depth
+        self.filters = filters
+        self.dropout_rate = dropout_rate
+        self.padding = padding
+        self.activation = activation
+        self.image_size = image_size
+        self.data_format = data_format
+        self.upconv_implementation = upconv_implementation
+
+    # === Size helpers ===
+    @property
+    def context_margin(self):
+        """Context (px) an output pixel needs on each side: 92 by default."""
+        return sizes.context_margin(self.depth)
+
+    @property
+    def size_loss(self):
+        """`input_size - output_size`: 184 for valid, 0 for same padding."""
+        return sizes.size_loss(self.depth, self.padding)
+
+    def output_size(self, input_size):
+        """Output height (or width) for an input height (or width).
+
+        Accepts an int or a `(height, width)` tuple and returns the same
+        kind. Raises a `ValueError` that names the nearest valid sizes when
+        the size is not valid.
+        """
+        return _per_axis(
+            lambda s: sizes.output_size(s, self.depth, self.padding),
+            input_size,
+        )
+
+    def input_size_for_output(self, output_size):
+        """Smallest valid input size whose output is at least `output_size`.
+
+        Accepts an int or a `(height, width)` tuple and returns the same
+        kind.
+        """
+        return _per_axis(
+            lambda s: sizes.input_size_for_output(s, self.depth, self.padding),
+            output_size,
+        )
+
+    def valid_input_sizes(self, start, stop):
+        """All valid input sizes in `[start, stop)`, ascending."""
+        return sizes.valid_input_sizes(start, stop, self.depth, self.padding)
+
+    def is_valid_input_size(self, input_size):
+        """Whether an int or `(height, width)` size can be fed to the model."""
+        result = _per_axis(
+            lambda s: sizes.is_valid_input_size(s, self.depth, self.padding),
+            input_size,
+        )
+        return all(result) if isinstance(result, tuple) else result
+
+    def call(self, inputs, training=None, mask=None):
+        self._check_spatial_shape(inputs)
+        return super().call(inputs, training=training, mask=mask)
+
+    def _check_spatial_shape(self, inputs):
+        shape = getattr(inputs, "shape", None)
+        if shape is None or len(shape) != 4:
+            return  # Functional input validation reports rank errors.
+        if self.data_format == "channels_last":
+            spatial = shape[1:3]
+        else:
+            spatial = shape[2:4]
+        for axis, size in zip(("height", "width"), spatial):
+            if isinstance(size, int):
+                sizes.check_input_size(
+                    size, self.depth, self.padding, name=f"input {axis}"
+                )
+
+    # === Config ===
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "num_classes": self.num_classes,
+            "input_channels": self.input_channels,
+            "depth": self.depth,
+            "filters": self.filters,
+            "dropout_rate": self.dropout_rate,
+            "padding": self.padding,
+            "activation": self.activation,
+            "image_size": self.image_size,
+            "data_format": self.data_format,
+            "upconv_implementation": self.upconv_implementation,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
+
+
+def _standardize_image_size(image_size):
+    if image_size is None:
+        return (None, None)
+    if isinstance(image_size, int) and not isinstance(image_size, bool):
+        return (image_size, image_size)
+    if isinstance(image_size, (tuple, list)) and len(image_size) == 2:
+        for size in image_size:
+            if size is not None and (
+                isinstance(size, bool) or not isinstance(size, int)
+            ):
+                break
+        else:
+            return tuple(image_size)
+    raise ValueError(
+        "`image_size` must be None, an int or a (height, width) tuple of "
+        f"ints or Nones. Received: image_size={image_size!r}"
+    )
+
+
+def _per_axis(fn, size):
+    if isinstance(size, (tuple, list)):
+        return tuple(fn(s) for s in size)
+    return fn(size)

@@ -1,0 +1,657 @@
+"""The paper's training recipe, with the modern conveniences as options.
+
+The paper (Sec. 3) trains with stochastic gradient descent, **momentum
+0.99**, and **one large tile per batch** ("we favor large input tiles over a
+large batch size"), minimising the pixel-wise softmax cross-entropy weighted
+by the border weight map. With batch 1 the high momentum makes every update
+average over about 100 previous samples. The paper states neither the
+learning rate nor the number of iterations; the default learning rate here
+(`DEFAULT_LEARNING_RATE`) was chosen for `WeightedPixelLoss`'s default
+reduction (the mean over pixels) so that the paper's network trains stably
+from the paper's initialisation; tune it for other losses or reductions.
+
+`compile_model` sets the optimizer and the loss; `fit` adds the callbacks a
+long run needs: a checkpoint of the model after every epoch (and of the
+best one by the validation Rand error), `keras.callbacks.BackupAndRestore`
+so that an interrupted run resumes where it stopped, with nothing lost, a
+CSV log, an optional TensorBoard log, and the challenge measures on
+held-out images (`keras_unet2015.callbacks.SegmentationMetrics`).
+
+Example:
+
+```python
+model = keras_unet2015.UNet2015(depth=2, filters=16)
+images, labels, _ = keras_unet2015.datasets.make_touching_cells(8, 128)
+stream = keras_unet2015.datasets.TrainingSampleStream(
+    images[:6], labels[:6], input_size=124, output_size=84,
+    steps_per_epoch=50,
+)
+keras_unet2015.training.compile_model(model)
+history = keras_unet2015.training.fit(
+    model, stream, epochs=5, output_dir="run",
+    validation_images=images[6:], validation_labels=labels[6:],
+)
+```
+"""
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_unet2015.callbacks.segmentation_metrics import SegmentationMetrics
+
+#: The paper's SGD momentum.
+PAPER_MOMENTUM = 0.99
+#: Default learning rate for `WeightedPixelLoss` averaged over pixels.
+DEFAULT_LEARNING_RATE = 0.001
+SCHEDULES = ("constant", "cosine", "exponential")
+
+CHECKPOINT_NAME = "model.keras"
+BEST_CHECKPOINT_NAME = "best.keras"
+BACKUP_DIR_NAME = "backup"
+RANDOM_STATE_NAME = "backup_random_state.npz"
+CSV_LOG_NAME = "training_log.csv"
+TENSORBOARD_DIR_NAME = "tensorboard"
+
+
+def learning_rate_schedule(
+    learning_rate=DEFAULT_LEARNING_RATE,
+    schedule="constant",
+    total_steps=None,
+    warmup_steps=0,
+    decay_rate=0.1,
+):
+    """A learning rate or a `keras.optimizers.schedules` schedule.
+
+    Args:
+        learning_rate: float. Initial (peak) learning rate. Defaults to
+            `DEFAULT_LEARNING_RATE`.
+        schedule: str. `"constant"` (the paper's setting, as far as it
+            says), `"cosine"` (cosine decay to 0 over `total_steps`, after
+            an optional linear warm-up) or `"exponential"` (multiplied by
+            `decay_rate` over `total_steps`, continuously). Defaults to
+            `"constant"`.
+        total_steps: int or `None`. Length of the decay, in optimizer steps;
+            required for `"cosine"` and `"exponential"`. Defaults to `None`.
+        warmup_steps: int. Linear warm-up steps of `"cosine"` (from 0 to
+            `learning_rate`). Defaults to `0`.
+        decay_rate: float. Final factor of `"exponential"`. Defaults to
+            `0.1`.
+
+    Returns:
+        A float (`"constant"`) or a `LearningRateSchedule`.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(
+            f"`schedule` must be one of {SCHEDULES}. Received: {schedule!r}"
+        )
+    if not learning_rate > 0:
+        raise ValueError(
+            f"`learning_rate` must be positive. Received: {learning_rate!r}"
+        )
+    if schedule == "constant":
+        return float(learning_rate)
+    if total_steps is None or total_steps < 1:
+        raise ValueError(
+            f"schedule={schedule!r} needs `total_steps` (a positive number "
+            f"of optimizer steps). Received: total_steps={total_steps!r}"
+        )
+    if schedule == "cosine":
+        if not 0 <= warmup_steps < total_steps:
+            raise ValueError(
+                "`warmup_steps` must be in [0, total_steps). Received: "
+                f"warmup_steps={warmup_steps}, total_steps={total_steps}"
+            )
+        if warmup_steps:
+            return keras.optimizers.schedules.CosineDecay(
+                initial_learning_rate=0.0,
+                decay_steps=total_steps - warmup_steps,
+                warmup_target=float(learning_rate),
+                warmup_steps=warmup_steps,
+            )
+        return keras.optimizers.schedules.CosineDecay(
+            float(learning_rate), decay_steps=total_steps
+        )
+    return keras.optimizers.schedules.ExponentialDecay(
+        float(learning_rate), decay_steps=total_steps, decay_rate=decay_rate
+    )
+
+
+def make_optimizer(
+    learning_rate=DEFAULT_LEARNING_RATE,
+    momentum=PAPER_MOMENTUM,
+    schedule="constant",
+    total_steps=None,
+    warmup_steps=0,
+    clipnorm=None,
+):
+    """The paper's optimizer: SGD with momentum 0.99.
+
+    Args:
+        learning_rate: float. Initial learning rate. Defaults to
+            `DEFAULT_LEARNING_RATE`.
+        momentum: float. Defaults to `0.99` (the paper).
+        schedule: str. See `learning_rate_schedule`. Defaults to
+            `"constant"`.
+        total_steps: int or `None`. See `learning_rate_schedule`.
+        warmup_steps: int. See `learning_rate_schedule`. Defaults to `0`.
+        clipnorm: float or `None`. Gradient norm clipping (not in the
+            paper). Defaults to `None`.
+
+    Returns:
+        A `keras.optimizers.SGD`.
+    """
+    if not 0 <= momentum < 1:
+        raise ValueError(f"`momentum` must be in [0, 1). Received {momentum}")
+    return keras.optimizers.SGD(
+        learning_rate=learning_rate_schedule(
+            learning_rate, schedule, total_steps, warmup_steps
+        ),
+        momentum=momentum,
+        clipnorm=clipnorm,
+    )
+
+
+def default_loss(model):
+    """`WeightedPixelLoss` matching the model's output (logits or not)."""
+    from keras_unet2015.losses.weighted_pixel_loss import WeightedPixelLoss
+
+    activation = getattr(model, "activation", None)
+    return WeightedPixelLoss(from_logits=activation is None)
+
+
+def compile_model(
+    model,
+    optimizer=None,
+    loss=None,
+    learning_rate=DEFAULT_LEARNING_RATE,
+    momentum=PAPER_MOMENTUM,
+    schedule="constant",
+    total_steps=None,
+    warmup_steps=0,
+    metrics=None,
+    jit_compile="auto",
+):
+    """Compiles a U-Net with the paper's optimizer and weighted loss.
+
+    Args:
+        model: a `keras_unet2015.UNet2015` (or any Keras segmentation
+            model).
+        optimizer: `None` or a Keras optimizer; `None` builds
+            `make_optimizer(learning_rate, momentum, schedule, ...)`.
+            Defaults to `None`.
+        loss: `None` or a Keras loss; `None` uses
+            `WeightedPixelLoss(from_logits=...)` matching the model's
+            `activation`. Per-pixel weights arrive as `sample_weight`.
+            Defaults to `None`.
+        learning_rate: float. Defaults to `DEFAULT_LEARNING_RATE`.
+        momentum: float. Defaults to `0.99`.
+        schedule: str. `"constant"`, `"cosine"` or `"exponential"`.
+            Defaults to `"constant"`.
+        total_steps: int or `None`. Decay length of a schedule, in steps.
+        warmup_steps: int. Warm-up of the cosine schedule. Defaults to `0`.
+        metrics: `None` or a list of Keras metrics. Defaults to `None`.
+        jit_compile: bool or `"auto"`. Passed to `model.compile`. Defaults
+            to `"auto"`.
+
+    Returns:
+        The model, compiled.
+    """
+    if optimizer is None:
+        optimizer = make_optimizer(
+            learning_rate, momentum, schedule, total_steps, warmup_steps
+        )
+    if loss is None:
+        loss = default_loss(model)
+    model.compile(
+        optimizer=optimizer,
+        loss=loss,
+        metrics=metrics,
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def prepare_targets(
+    labels,
+    label_mode="binary",
+    w0=10.0,
+    sigma=5.0,
+    class_weights="balanced",
+    num_classes=2,
+    verbose=0,
+):
+    """Training targets and the paper's weight maps for a list of labels.
+
+    - `"binary"` labels (1 = cell): the cells are the 4-connected
+      components of the label 1, the weight map is
+      `keras_unet2015.weight_maps.unet_weight_map` (class balance plus the
+      border term `w0 * exp(-(d1 + d2)^2 / (2 sigma^2))`).
+    - `"instances"` (one id per object, 0 = background): touching objects
+      are cut apart first (`target_and_weight_map`), then as above.
+    - `"classes"` (multi-class maps): the border term needs cells and is not
+      used; the weights balance the class frequencies only.
+
+    Args:
+        labels: list or array of label maps `(height, width)`.
+        label_mode: str. `"binary"`, `"instances"` or `"classes"`. Defaults
+            to `"binary"`.
+        w0: float. Border term height (the paper's 10). Defaults to `10.0`.
+        sigma: float. Border term width in pixels (the paper's 5). Defaults
+            to `5.0`.
+        class_weights: `"balanced"`, `None` or explicit weights, as in
+            `weight_maps.unet_weight_map`. Defaults to `"balanced"`.
+        num_classes: int. Number of classes for `"classes"`. Defaults to
+            `2`.
+        verbose: int. `1` shows a progress bar. Defaults to `0`.
+
+    Returns:
+        `(targets, weights)`: lists of `uint8` class maps and `float32`
+        weight maps.
+    """
+    from keras_unet2015 import weight_maps
+
+    modes = ("binary", "instances", "classes")
+    if label_mode not in modes:
+        raise ValueError(
+            f"`label_mode` must be one of {modes}. Received: {label_mode!r}"
+        )
+    labels = list(labels)
+    progress = keras.utils.Progbar(len(labels)) if verbose else None
+    targets, weights = [], []
+    for label in labels:
+        if label_mode == "binary":
+            target = (label > 0).astype("uint8")
+            weight = weight_maps.unet_weight_map(
+                target.astype(bool),
+                w0=w0,
+                sigma=sigma,
+                class_weights=class_weights,
+            )
+        elif label_mode == "instances":
+            target, weight = weight_maps.target_and_weight_map(
+                label, w0=w0, sigma=sigma, class_weights=class_weights
+            )
+        else:
+            target = label.astype("uint8")
+            weight = weight_maps.class_weight_map(
+                target, class_weights, num_classes=num_classes
+            )
+        targets.append(target)
+        weights.append(weight)
+        if progress is not None:
+            progress.add(1)
+    return targets, weights
+
+
+AUGMENTATIONS = ("paper", "elastic", "none")
+
+
+def default_augmentation(kind="paper", elastic_sigma=10.0, seed=None):
+    """The augmentation `keras-unet2015 train` and `demo` use.
+
+    Args:
+        kind: str. `"paper"`: `keras_unet2015.PaperAugmentation`, the
+            paper's shift, rotation, flips, gray-value variation and elastic
+            deformation in one resampling; `"elastic"`:
+            `keras_unet2015.ElasticDeform` alone (random displacements on a
+            3x3 grid, bicubic interpolation of the field, mirrored
+            borders); `"none"`: no augmentation. Defaults to `"paper"`.
+        elastic_sigma: float. Standard deviation of the elastic
+            displacements in pixels. Defaults to `10.0` (the paper).
+        seed: int or `None`. Seed of the layer. Defaults to `None`.
+
+    Returns:
+        A Keras preprocessing layer taking and returning `(images, labels,
+        weights)`, applied to all three together, or `None`.
+    """
+    if kind not in AUGMENTATIONS:
+        raise ValueError(
+            f"`kind` must be one of {AUGMENTATIONS}. Received: {kind!r}"
+        )
+    if kind == "none":
+        return None
+    if kind == "elastic":
+        from keras_unet2015.layers.elastic_deform import ElasticDeform
+
+        return ElasticDeform(sigma=elastic_sigma, seed=seed)
+    from keras_unet2015.layers.paper_augmentation import PaperAugmentation
+
+    return PaperAugmentation(sigma=elastic_sigma, seed=seed)
+
+
+class _StreamEpochSync(keras.callbacks.Callback):
+    """Keeps a `TrainingSampleStream`'s epoch equal to Keras's epoch.
+
+    Keras calls `on_epoch_begin` before it starts reading the epoch's
+    batches, also after `BackupAndRestore` moved the initial epoch, so a
+    resumed run reads exactly the batches of an uninterrupted one.
+    """
+
+    def __init__(self, stream):
+        super().__init__()
+        self.stream = stream
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.stream.set_epoch(epoch)
+
+
+class _TimeLimit(keras.callbacks.Callback):
+    """Stops training after the batch that exceeds `seconds` of training.
+
+    The epoch then ends as usual (validation, checkpoints, logs).
+    """
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = float(seconds)
+        self.start = None
+        self.stopped_early = False
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.perf_counter() - self.start > self.seconds:
+            self.model.stop_training = True
+            self.stopped_early = True
+
+
+class _RandomStateBackup(keras.callbacks.Callback):
+    """Backs up the model's random-number state next to `BackupAndRestore`.
+
+    `keras.callbacks.BackupAndRestore` restores weights, optimizer state
+    and epoch, but not the state of the layers' `SeedGenerator`s (the
+    dropout masks): without this callback a resumed run draws different
+    dropout masks than an uninterrupted one. Saved at the end of every
+    epoch, restored at the start of training, deleted when training ends.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = Path(path)
+
+    def _variables(self):
+        return [
+            v
+            for v in self.model.non_trainable_variables
+            if "seed_generator_state" in v.path
+        ]
+
+    def on_train_begin(self, logs=None):
+        if not self.path.is_file():
+            return
+        variables = self._variables()
+        with np.load(self.path) as saved:
+            values = [saved[f"state_{i}"] for i in range(len(variables))]
+            torch_state = saved["torch"] if "torch" in saved.files else None
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+        if torch_state is not None and keras.backend.backend() == "torch":
+            import torch
+
+            torch.set_rng_state(torch.from_numpy(torch_state))
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = {
+            f"state_{i}": keras.ops.convert_to_numpy(v)
+            for i, v in enumerate(self._variables())
+        }
+        if keras.backend.backend() == "torch":
+            # Unseeded dropout on PyTorch draws from torch's global
+            # generator, not from the layer's SeedGenerator.
+            import torch
+
+            values["torch"] = torch.get_rng_state().numpy()
+        temporary = self.path.with_suffix(".tmp.npz")
+        np.savez(temporary, **values)
+        os.replace(temporary, self.path)
+
+    def on_train_end(self, logs=None):
+        if self.path.is_file():
+            self.path.unlink()
+
+
+class _BestModelCheckpoint(keras.callbacks.Callback):
+    """Saves the model whenever a monitored error reaches a new minimum.
+
+    Unlike `keras.callbacks.ModelCheckpoint(save_best_only=True)`, epochs
+    without a value (`nan`, logged by `SegmentationMetrics` between
+    evaluations) are skipped instead of becoming the reference (Keras
+    compares later values with the first one it sees, and every comparison
+    with `nan` is false). The best value and its epoch are kept in a JSON
+    file next to the model, so a resumed run continues from them.
+    """
+
+    def __init__(self, path, monitor):
+        super().__init__()
+        self.path = Path(path)
+        self.record = self.path.with_suffix(".json")
+        self.monitor = monitor
+        self.best = math.inf
+
+    def on_train_begin(self, logs=None):
+        if self.record.is_file() and self.path.is_file():
+            self.best = json.loads(self.record.read_text())["value"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(value) or value >= self.best:
+            return
+        self.best = float(value)
+        self.model.save(self.path)
+        self.record.write_text(
+            json.dumps(
+                {"monitor": self.monitor, "value": self.best, "epoch": epoch}
+            )
+        )
+
+
+def make_callbacks(
+    output_dir,
+    checkpoint=True,
+    resume=True,
+    csv_log=True,
+    tensorboard=False,
+    validation_images=None,
+    validation_labels=None,
+    validation_freq=1,
+    validation_tile_size=None,
+    verbose=0,
+):
+    """The callbacks of a training run writing to `output_dir`.
+
+    Args:
+        output_dir: str or `Path`. Run folder. Receives `model.keras` (the
+            model after the last finished epoch), `best.keras` and
+            `best.json` (the model with the lowest validation Rand error,
+            its value and epoch; with validation images),
+            `training_log.csv`, `backup/` (while the run is unfinished) and
+            `tensorboard/`.
+        checkpoint: bool. Save `model.keras` after every epoch. Defaults to
+            `True`.
+        resume: bool. Back up the training state (weights, optimizer,
+            epoch) after every epoch with `keras.callbacks.BackupAndRestore`,
+            and the dropout random state next to it, and resume from them
+            when the same run starts again. Defaults to `True`.
+        csv_log: bool. Append one row per epoch to `training_log.csv`.
+            Defaults to `True`.
+        tensorboard: bool. Write TensorBoard logs. Defaults to `False`.
+        validation_images: `None` or held-out images for the challenge
+            measures (`SegmentationMetrics`). Defaults to `None`.
+        validation_labels: `None` or their binary labels.
+        validation_freq: int. Evaluate every this many epochs. Defaults to
+            `1`.
+        validation_tile_size: `None` or int. Tile size of the validation
+            predictor. Defaults to `None`.
+        verbose: int. Verbosity of the validation callback. Defaults to `0`.
+
+    Returns:
+        A list of callbacks, in the order they must run (the validation
+        callback first, so that later ones see its values).
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    callbacks = []
+    has_validation = validation_images is not None
+    if has_validation:
+        if validation_labels is None:
+            raise ValueError(
+                "`validation_labels` are required with `validation_images`."
+            )
+        callbacks.append(
+            SegmentationMetrics(
+                validation_images,
+                validation_labels,
+                frequency=validation_freq,
+                tile_size=validation_tile_size,
+                verbose=verbose,
+            )
+        )
+    if resume:
+        callbacks.append(
+            keras.callbacks.BackupAndRestore(
+                os.fspath(output_dir / BACKUP_DIR_NAME),
+                save_freq="epoch",
+                delete_checkpoint=True,
+            )
+        )
+        callbacks.append(_RandomStateBackup(output_dir / RANDOM_STATE_NAME))
+    if checkpoint:
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                os.fspath(output_dir / CHECKPOINT_NAME), save_freq="epoch"
+            )
+        )
+        if has_validation:
+            callbacks.append(
+                _BestModelCheckpoint(
+                    output_dir / BEST_CHECKPOINT_NAME, "val_rand_error"
+                )
+            )
+    if csv_log:
+        callbacks.append(
+            keras.callbacks.CSVLogger(
+                os.fspath(output_dir / CSV_LOG_NAME), append=resume
+            )
+        )
+    if tensorboard:
+        callbacks.append(
+            keras.callbacks.TensorBoard(
+                os.fspath(output_dir / TENSORBOARD_DIR_NAME)
+            )
+        )
+    return callbacks
+
+
+def fit(
+    model,
+    train_data,
+    epochs,
+    output_dir=None,
+    validation_images=None,
+    validation_labels=None,
+    validation_freq=1,
+    validation_tile_size=None,
+    checkpoint=True,
+    resume=True,
+    csv_log=True,
+    tensorboard=False,
+    callbacks=None,
+    steps_per_epoch=None,
+    time_limit=None,
+    verbose=1,
+):
+    """Trains a compiled U-Net with checkpoints, resuming and validation.
+
+    Args:
+        model: a compiled model (see `compile_model`).
+        train_data: a `keras_unet2015.datasets.TrainingSampleStream`, a
+            `tf.data.Dataset` or anything `model.fit` takes, yielding
+            `(x, y, sample_weight)`.
+        epochs: int. Number of epochs (the total: a resumed run continues
+            up to this number).
+        output_dir: `None`, str or `Path`. Run folder for checkpoints,
+            backups and logs (see `make_callbacks`); `None` trains without
+            them. Defaults to `None`.
+        validation_images: `None` or held-out images for the challenge
+            measures. Defaults to `None`.
+        validation_labels: `None` or their binary labels. Defaults to
+            `None`.
+        validation_freq: int. Evaluate every this many epochs. Defaults to
+            `1`.
+        validation_tile_size: `None` or int. Defaults to `None`.
+        checkpoint: bool. Defaults to `True`.
+        resume: bool. Defaults to `True`.
+        csv_log: bool. Defaults to `True`.
+        tensorboard: bool. Defaults to `False`.
+        callbacks: `None` or a list of extra callbacks, run after the
+            package's. Defaults to `None`.
+        steps_per_epoch: `None` or int. For endless datasets (such as
+            `make_tf_dataset`'s). Defaults to `None`.
+        time_limit: `None` or float. Stop after the batch that exceeds this
+            many seconds of training; the epoch then ends as usual
+            (validation, checkpoints). Defaults to `None`.
+        verbose: int. Passed to `model.fit`. Defaults to `1`.
+
+    Returns:
+        The `keras.callbacks.History` of `model.fit`.
+    """
+    from keras_unet2015.datasets.training_sample_stream import (
+        TrainingSampleStream,
+    )
+
+    if getattr(model, "optimizer", None) is None:
+        raise ValueError(
+            "The model is not compiled. Call "
+            "keras_unet2015.training.compile_model(model) first."
+        )
+    all_callbacks = []
+    if isinstance(train_data, TrainingSampleStream):
+        all_callbacks.append(_StreamEpochSync(train_data))
+    if output_dir is not None:
+        all_callbacks += make_callbacks(
+            output_dir,
+            checkpoint=checkpoint,
+            resume=resume,
+            csv_log=csv_log,
+            tensorboard=tensorboard,
+            validation_images=validation_images,
+            validation_labels=validation_labels,
+            validation_freq=validation_freq,
+            validation_tile_size=validation_tile_size,
+            verbose=verbose,
+        )
+    elif validation_images is not None:
+        all_callbacks.append(
+            SegmentationMetrics(
+                validation_images,
+                validation_labels,
+                frequency=validation_freq,
+                tile_size=validation_tile_size,
+                verbose=verbose,
+            )
+        )
+    if time_limit is not None:
+        if not time_limit > 0:
+            raise ValueError(
+                f"`time_limit` must be positive. Received: {time_limit!r}"
+            )
+        all_callbacks.append(_TimeLimit(time_limit))
+    all_callbacks += list(callbacks or [])
+    return model.fit(
+        train_data,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=all_callbacks,
+        verbose=verbose,
+        # The batches are random already. Keras's shuffling of their order
+        # draws from Python's global generator, which a resumed run does not
+        # restore: it would change the order of an epoch's batches.
+        shuffle=False,
+    )
