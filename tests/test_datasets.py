@@ -427,13 +427,13 @@ def test_stream_gives_the_same_batches_from_worker_threads():
         input_size=28,
         output_size=12,
         batch_size=2,
-        steps_per_epoch=8,
+        steps_per_epoch=4,
         augmentation=ElasticDeform(sigma=3.0),
         workers=2,
     )
-    sequential = [stream[i] for i in range(8)]
+    sequential = [stream[i] for i in range(4)]
     with ThreadPoolExecutor(4) as pool:
-        threaded = list(pool.map(stream.__getitem__, reversed(range(8))))
+        threaded = list(pool.map(stream.__getitem__, reversed(range(4))))
     for expected, got in zip(sequential, reversed(threaded)):
         for a, b in zip(expected, got):
             np.testing.assert_array_equal(a, b)
