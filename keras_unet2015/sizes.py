@@ -90,9 +90,11 @@ def context_margin(depth=4):
     """Context, in pixels, an output pixel needs on each side of the input.
 
     This is the radius of the receptive field: 92 px for the paper's network.
-    With valid padding it is also what the network crops on each side; with
-    same padding the network sees the same context, but zeros stand in for
-    pixels beyond the border.
+    With valid padding it is also what the network crops on each side. A
+    same-padding network of depth >= 2 reaches up to 2 px further on one
+    side (its pools see zero-padded maps), which is why
+    `OverlapTilePredictor` uses a margin of `context_margin + 2`, rounded up
+    to a multiple of `2**depth`, for same-padding models.
 
     Args:
         depth: int. Number of max-pool steps. Defaults to `4`.
