@@ -2,12 +2,14 @@
 
 from keras_unet2015 import callbacks
 from keras_unet2015 import datasets
+from keras_unet2015 import distribution
 from keras_unet2015 import layers
 from keras_unet2015 import losses
 from keras_unet2015 import metrics
 from keras_unet2015 import sizes
 from keras_unet2015 import training
 from keras_unet2015 import weight_maps
+from keras_unet2015.inference.dask_segmentation import segment_dask
 from keras_unet2015.inference.overlap_tile_predictor import OverlapTilePredictor
 from keras_unet2015.layers.elastic_deform import ElasticDeform
 from keras_unet2015.layers.paper_augmentation import PaperAugmentation
@@ -24,9 +26,11 @@ __all__ = [
     "__version__",
     "callbacks",
     "datasets",
+    "distribution",
     "layers",
     "losses",
     "metrics",
+    "segment_dask",
     "sizes",
     "training",
     "weight_maps",

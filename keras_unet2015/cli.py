@@ -102,7 +102,22 @@ def _add_training_options(parser, epochs, steps, learning_rate):
         "--batch-size",
         type=int,
         default=1,
-        help="tiles per batch; the paper uses 1 large tile (1)",
+        help="tiles per batch, over all devices: each of N devices gets "
+        "batch-size / N tiles; the paper uses 1 large tile (1)",
+    )
+    group.add_argument(
+        "--distribute",
+        choices=("none", "data_parallel", "mirrored", "tpu"),
+        default="none",
+        help="train on every device of the machine: 'data_parallel' (JAX, "
+        "keras.distribution.DataParallel), 'mirrored' (TensorFlow "
+        "MirroredStrategy), 'tpu' (TensorFlow TPUStrategy) (none)",
+    )
+    group.add_argument(
+        "--tpu",
+        default=None,
+        help="TPU name or grpc:// address for --distribute tpu (default: "
+        "the TPU of this Cloud TPU VM)",
     )
     group.add_argument(
         "--learning-rate",
@@ -418,7 +433,13 @@ def _check_training_args(args):
         raise CommandError(
             f"--learning-rate must be positive, got {args.learning_rate}"
         )
+    from keras_unet2015 import distribution
     from keras_unet2015 import sizes
+
+    try:
+        distribution.check_strategy(getattr(args, "distribute", "none"))
+    except ValueError as error:
+        raise CommandError(f"--distribute: {error}") from None
 
     try:
         sizes.check_input_size(
@@ -647,6 +668,9 @@ def _run_train(args):
     from keras_unet2015 import training
     from keras_unet2015.datasets import load_paired_folders
     from keras_unet2015.datasets import train_validation_split
+    from keras_unet2015.distribution import check_batch_size
+    from keras_unet2015.distribution import distribution_scope
+    from keras_unet2015.distribution import num_replicas
 
     _banner(args)
     _check_training_args(args)
@@ -705,7 +729,6 @@ def _run_train(args):
         raise CommandError(
             f"The images have different channel counts {sorted(channels)}."
         )
-    model = _build_model(args, input_channels=channels.pop())
     val_images = [images[i] for i in val_ids] or None
     if args.label_mode == "instances":
         # Touching objects must stay apart in the reference segmentation.
@@ -716,15 +739,26 @@ def _run_train(args):
         val_labels = [labels[i] > 0 for i in val_ids]
     val_labels = val_labels or None
     start = time.perf_counter()
-    history = _train(
-        args,
-        model,
-        [images[i] for i in train_ids],
-        targets,
-        weights,
-        val_images,
-        val_labels,
-    )
+    # The weights must be created, compiled and trained in the scope.
+    with distribution_scope(args.distribute, tpu=args.tpu) as strategy:
+        replicas = num_replicas(strategy)
+        check_batch_size(args.batch_size, replicas)
+        if strategy is not None:
+            _say(
+                args,
+                f"--distribute {args.distribute}: {replicas} replicas, "
+                f"{args.batch_size // replicas} tiles each per step.",
+            )
+        model = _build_model(args, input_channels=channels.pop())
+        history = _train(
+            args,
+            model,
+            [images[i] for i in train_ids],
+            targets,
+            weights,
+            val_images,
+            val_labels,
+        )
     seconds = time.perf_counter() - start
     final = {
         key: values[-1]

@@ -142,6 +142,14 @@ def segment(probabilities, threshold=0.5, connectivity=4):
     Returns:
         `int32` segment ids of the same shape, `1..n` per slice, 0 for
         pixels at or below the threshold.
+
+    Example:
+
+    ```python
+    >>> probabilities = np.array([[0.9, 0.8, 0.1, 0.7]])
+    >>> keras_unet2015.metrics.segment(probabilities)
+    array([[1, 1, 0, 2]], dtype=int32)
+    ```
     """
     probabilities = np.asarray(probabilities)
     stack = _as_stack(probabilities, "probabilities")
@@ -202,6 +210,17 @@ def rand_f_score(true_segments, pred_segments, normalization="n2"):
     Returns:
         The F-score in `[0, 1]`, from counts summed over slices; 1 means
         the segmentations agree on the ground-truth foreground.
+
+    Example:
+
+    ```python
+    >>> true_segments = np.array([[1, 1, 0, 2, 2]])
+    >>> keras_unet2015.metrics.rand_f_score(true_segments, true_segments)
+    1.0
+    >>> merged = np.array([[1, 1, 1, 1, 1]])  # the two cells merged
+    >>> keras_unet2015.metrics.rand_f_score(true_segments, merged) < 1.0
+    True
+    ```
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(
@@ -226,7 +245,7 @@ def rand_f_score(true_segments, pred_segments, normalization="n2"):
     totals = np.zeros(3)
     for true_slice, pred_slice in zip(true_segments, pred_segments):
         totals += _rand_sums(true_slice, pred_slice, normalization)
-    return _f_score(*totals)
+    return float(_f_score(*totals))
 
 
 def rand_error(
@@ -261,9 +280,10 @@ def rand_error(
     Example:
 
     ```python
-    labels = np.array([[1, 1, 0, 1, 1]])
-    probabilities = np.array([[0.9, 0.8, 0.1, 0.7, 0.9]])
-    keras_unet2015.metrics.rand_error(probabilities, labels)  # 0.0
+    >>> labels = np.array([[1, 1, 0, 1, 1]])
+    >>> probabilities = np.array([[0.9, 0.8, 0.1, 0.7, 0.9]])
+    >>> keras_unet2015.metrics.rand_error(probabilities, labels)
+    0.0
     ```
     """
     if normalization not in NORMALIZATIONS:
@@ -308,9 +328,10 @@ def pixel_error(probabilities, labels, thresholds=None, return_details=False):
     Example:
 
     ```python
-    labels = np.array([[1, 1, 0, 0]])
-    probabilities = np.array([[0.9, 0.4, 0.2, 0.1]])
-    keras_unet2015.metrics.pixel_error(probabilities, labels)  # 0.0
+    >>> labels = np.array([[1, 1, 0, 0]])
+    >>> probabilities = np.array([[0.9, 0.4, 0.2, 0.1]])
+    >>> keras_unet2015.metrics.pixel_error(probabilities, labels)
+    0.0
     ```
     """
     probabilities, positive = _check_probabilities(probabilities, labels)
@@ -350,6 +371,15 @@ def jaccard_index(labels, predictions):
     Returns:
         `|labels & predictions| / |labels | predictions|`, and 1.0 when both
         masks are empty.
+
+    Example:
+
+    ```python
+    >>> labels = np.array([[1, 1, 0, 0]])
+    >>> predictions = np.array([[1, 0, 0, 1]])
+    >>> round(keras_unet2015.metrics.jaccard_index(labels, predictions), 4)
+    0.3333
+    ```
     """
     labels = np.asarray(labels)
     predictions = np.asarray(predictions)
@@ -385,6 +415,19 @@ def seg_score(true_instances, pred_instances, return_per_object=False):
         The SEG score in `[0, 1]` (higher is better), `nan` if the ground
         truth has no object; or `(score, per_object)`. For stacks, objects
         of every slice are pooled (ids are taken per slice).
+
+    Example:
+
+    Object 1 is matched exactly (Jaccard 1); object 2 is covered by a
+    predicted object on half of its pixels only, which is not a match
+    (Jaccard 0):
+
+    ```python
+    >>> true_instances = np.array([[1, 1, 0, 2, 2]])
+    >>> pred_instances = np.array([[3, 3, 0, 0, 4]])
+    >>> keras_unet2015.metrics.seg_score(true_instances, pred_instances)
+    0.5
+    ```
     """
     true_instances = _as_stack(true_instances, "true_instances")
     pred_instances = _as_stack(pred_instances, "pred_instances")
@@ -439,6 +482,15 @@ def evaluate(probabilities, labels, thresholds=None):
         A dict with `pixel_error`, `rand_error` (1 - maximal F-scores over
         the thresholds) and `jaccard` (intersection over union of
         `probabilities > 0.5` with the cell labels).
+
+    Example:
+
+    ```python
+    >>> labels = np.array([[1, 1, 0, 1, 1]])
+    >>> probabilities = np.array([[0.9, 0.8, 0.1, 0.7, 0.9]])
+    >>> keras_unet2015.metrics.evaluate(probabilities, labels)
+    {'pixel_error': 0.0, 'rand_error': 0.0, 'jaccard': 1.0}
+    ```
     """
     probabilities, foreground = _check_probabilities(probabilities, labels)
     return {

@@ -78,6 +78,15 @@ def size_loss(depth=4, padding="valid"):
 
     Returns:
         The difference `input_size - output_size`.
+
+    Example:
+
+    ```python
+    >>> keras_unet2015.sizes.size_loss(4)
+    184
+    >>> keras_unet2015.sizes.size_loss(4, padding="same")
+    0
+    ```
     """
     _check_depth(depth)
     _check_padding(padding)
@@ -123,6 +132,17 @@ def is_valid_input_size(input_size, depth=4, padding="valid"):
     Returns:
         `True` when every max-pool sees an even size and the output is at
         least one pixel.
+
+    Example:
+
+    ```python
+    >>> keras_unet2015.sizes.is_valid_input_size(572)
+    True
+    >>> keras_unet2015.sizes.is_valid_input_size(512)
+    False
+    >>> keras_unet2015.sizes.is_valid_input_size(512, padding="same")
+    True
+    ```
     """
     _check_size(input_size)
     _check_depth(depth)
@@ -173,6 +193,15 @@ def smallest_valid_input(depth=4, padding="valid"):
 
     Returns:
         An int; all valid sizes are this plus multiples of `2**depth`.
+
+    Example:
+
+    ```python
+    >>> keras_unet2015.sizes.smallest_valid_input(4)
+    188
+    >>> keras_unet2015.sizes.smallest_valid_input(2)
+    44
+    ```
     """
     _check_depth(depth)
     _check_padding(padding)
@@ -213,6 +242,15 @@ def nearest_valid_input_sizes(input_size, depth=4, padding="valid"):
     Returns:
         A tuple `(below, above)`; `below` is `None` when no valid size is
         smaller. Equal to `(input_size, input_size)` for a valid size.
+
+    Example:
+
+    ```python
+    >>> keras_unet2015.sizes.nearest_valid_input_sizes(512)
+    (508, 524)
+    >>> keras_unet2015.sizes.nearest_valid_input_sizes(572)
+    (572, 572)
+    ```
     """
     _check_size(input_size)
     if is_valid_input_size(input_size, depth, padding):
@@ -233,6 +271,21 @@ def check_input_size(input_size, depth=4, padding="valid", name="input size"):
         depth: int. Number of max-pool steps. Defaults to `4`.
         padding: str. `"valid"` or `"same"`. Defaults to `"valid"`.
         name: str. What to call the size in the error message.
+            Defaults to `"input size"`.
+
+    Raises:
+        ValueError: if `input_size` is not valid; the message names the
+            nearest valid sizes.
+
+    Example:
+
+    ```python
+    >>> keras_unet2015.sizes.check_input_size(572)  # valid: no error
+    >>> keras_unet2015.sizes.check_input_size(512)
+    Traceback (most recent call last):
+        ...
+    ValueError: Invalid input size 512 ... sizes: 508 or 524. ...
+    ```
     """
     if is_valid_input_size(input_size, depth, padding):
         return
@@ -302,6 +355,8 @@ def input_size_for_output(output_size, depth=4, padding="valid"):
     >>> keras_unet2015.sizes.input_size_for_output(388)
     572
     >>> keras_unet2015.sizes.input_size_for_output(500)
+    684
+    >>> keras_unet2015.sizes.input_size_for_output(501)  # 500 + 16
     700
     ```
     """

@@ -17,6 +17,12 @@ so that an interrupted run resumes where it stopped, with nothing lost, a
 CSV log, an optional TensorBoard log, and the challenge measures on
 held-out images (`keras_unet2015.callbacks.SegmentationMetrics`).
 
+Several devices: build the model, `compile_model` and `fit` inside
+`keras_unet2015.distribution.distribution_scope(name)` (`"data_parallel"`
+on JAX, `"mirrored"` or `"tpu"` on TensorFlow). The batch size is then the
+global batch: each of the `N` replicas gets `batch_size / N` tiles, and one
+step updates the weights as one single-device step on the whole batch.
+
 Example:
 
 ```python
@@ -44,6 +50,8 @@ import keras
 import numpy as np
 
 from keras_unet2015.callbacks.segmentation_metrics import SegmentationMetrics
+from keras_unet2015.distribution import active_num_replicas
+from keras_unet2015.distribution import check_batch_size
 
 #: The paper's SGD momentum.
 PAPER_MOMENTUM = 0.99
@@ -85,6 +93,18 @@ def learning_rate_schedule(
 
     Returns:
         A float (`"constant"`) or a `LearningRateSchedule`.
+
+    Example:
+
+    ```python
+    >>> keras_unet2015.training.learning_rate_schedule(0.01)
+    0.01
+    >>> schedule = keras_unet2015.training.learning_rate_schedule(
+    ...     0.01, "cosine", total_steps=1000
+    ... )
+    >>> round(float(schedule(500)), 6)  # halfway down the cosine
+    0.005
+    ```
     """
     if schedule not in SCHEDULES:
         raise ValueError(
@@ -145,6 +165,14 @@ def make_optimizer(
 
     Returns:
         A `keras.optimizers.SGD`.
+
+    Example:
+
+    ```python
+    >>> optimizer = keras_unet2015.training.make_optimizer()
+    >>> type(optimizer).__name__, optimizer.momentum
+    ('SGD', 0.99)
+    ```
     """
     if not 0 <= momentum < 1:
         raise ValueError(f"`momentum` must be in [0, 1). Received {momentum}")
@@ -158,7 +186,25 @@ def make_optimizer(
 
 
 def default_loss(model):
-    """`WeightedPixelLoss` matching the model's output (logits or not)."""
+    """`WeightedPixelLoss` matching the model's output (logits or not).
+
+    Args:
+        model: a Keras model; its `activation` attribute (`None` for the
+            logits of `UNet2015`, `"softmax"` for probabilities) sets
+            `from_logits`. A model without that attribute is taken to
+            output logits.
+
+    Returns:
+        A `keras_unet2015.WeightedPixelLoss`.
+
+    Example:
+
+    ```python
+    >>> model = keras_unet2015.UNet2015(depth=1, filters=4)
+    >>> keras_unet2015.training.default_loss(model).from_logits
+    True
+    ```
+    """
     from keras_unet2015.losses.weighted_pixel_loss import WeightedPixelLoss
 
     activation = getattr(model, "activation", None)
@@ -201,6 +247,15 @@ def compile_model(
 
     Returns:
         The model, compiled.
+
+    Example:
+
+    ```python
+    model = keras_unet2015.UNet2015(depth=2, filters=8)
+    keras_unet2015.training.compile_model(model, learning_rate=0.01)
+    images, labels, _ = keras_unet2015.datasets.make_touching_cells(2, 92)
+    model.fit(images[..., None], labels, epochs=1, verbose=0)
+    ```
     """
     if optimizer is None:
         optimizer = make_optimizer(
@@ -253,6 +308,19 @@ def prepare_targets(
     Returns:
         `(targets, weights)`: lists of `uint8` class maps and `float32`
         weight maps.
+
+    Example:
+
+    ```python
+    >>> _, _, instances = keras_unet2015.datasets.make_touching_cells(2, 64)
+    >>> targets, weights = keras_unet2015.training.prepare_targets(
+    ...     instances, label_mode="instances"
+    ... )
+    >>> targets[0].dtype, weights[0].dtype, weights[0].shape
+    (dtype('uint8'), dtype('float32'), (64, 64))
+    >>> bool(weights[0].max() > 5)  # the border term between cells
+    True
+    ```
     """
     from keras_unet2015 import weight_maps
 
@@ -309,6 +377,16 @@ def default_augmentation(kind="paper", elastic_sigma=10.0, seed=None):
     Returns:
         A Keras preprocessing layer taking and returning `(images, labels,
         weights)`, applied to all three together, or `None`.
+
+    Example:
+
+    ```python
+    augment = keras_unet2015.training.default_augmentation(seed=0)
+    images = np.random.rand(2, 64, 64, 1).astype("float32")
+    labels = np.random.randint(0, 2, (2, 64, 64)).astype("int32")
+    weights = np.ones((2, 64, 64), "float32")
+    images, labels, weights = augment((images, labels, weights))
+    ```
     """
     if kind not in AUGMENTATIONS:
         raise ValueError(
@@ -494,6 +572,14 @@ def make_callbacks(
     Returns:
         A list of callbacks, in the order they must run (the validation
         callback first, so that later ones see its values).
+
+    Example:
+
+    ```python
+    >>> callbacks = keras_unet2015.training.make_callbacks("run")
+    >>> sorted(type(c).__name__ for c in callbacks)  # doctest: +ELLIPSIS
+    [...'BackupAndRestore'...'CSVLogger'...'ModelCheckpoint'...]
+    ```
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -573,7 +659,10 @@ def fit(
         model: a compiled model (see `compile_model`).
         train_data: a `keras_unet2015.datasets.TrainingSampleStream`, a
             `tf.data.Dataset` or anything `model.fit` takes, yielding
-            `(x, y, sample_weight)`.
+            `(x, y, sample_weight)`. Inside a
+            `keras_unet2015.distribution.distribution_scope` its batch size
+            is the global batch, split over the replicas; a stream's
+            `batch_size` must then be a multiple of their number.
         epochs: int. Number of epochs (the total: a resumed run continues
             up to this number).
         output_dir: `None`, str or `Path`. Run folder for checkpoints,
@@ -601,6 +690,24 @@ def fit(
 
     Returns:
         The `keras.callbacks.History` of `model.fit`.
+
+    Example:
+
+    ```python
+    images, labels, _ = keras_unet2015.datasets.make_touching_cells(4, 64)
+    model = keras_unet2015.UNet2015(depth=1, filters=4)
+    keras_unet2015.training.compile_model(model)
+    stream = keras_unet2015.datasets.TrainingSampleStream(
+        images[:3], labels[:3], input_size=52, output_size=36,
+        steps_per_epoch=2,
+    )
+    history = keras_unet2015.training.fit(
+        model, stream, epochs=2, output_dir="run", verbose=0,
+        validation_images=images[3:], validation_labels=labels[3:],
+    )
+    # Running it again resumes from run/backup; run/model.keras and
+    # run/best.keras hold the last and the best model.
+    ```
     """
     from keras_unet2015.datasets.training_sample_stream import (
         TrainingSampleStream,
@@ -611,6 +718,10 @@ def fit(
             "The model is not compiled. Call "
             "keras_unet2015.training.compile_model(model) first."
         )
+    replicas = active_num_replicas()
+    batch_size = getattr(train_data, "batch_size", None)
+    if replicas > 1 and isinstance(batch_size, int):
+        check_batch_size(batch_size, replicas)
     all_callbacks = []
     if isinstance(train_data, TrainingSampleStream):
         all_callbacks.append(_StreamEpochSync(train_data))

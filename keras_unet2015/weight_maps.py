@@ -103,7 +103,8 @@ def isbi_instances(label_image, connectivity=1):
     ```python
     from PIL import Image
 
-    labels = np.array(Image.open("isbi2012/train/labels/00.png"))
+    path = "../shared/data/isbi2012/train/labels/00.png"
+    labels = np.array(Image.open(path))  # 0 = membrane, 255 = cell
     instances = keras_unet2015.weight_maps.isbi_instances(labels)
     weights = keras_unet2015.weight_maps.unet_weight_map(instances)
     ```
@@ -449,10 +450,21 @@ def unet_weight_map(
     ```python
     from PIL import Image
 
-    labels = np.array(Image.open("isbi2012/train/labels/00.png"))
+    root = "../shared/data/isbi2012/train"
+    image = np.array(Image.open(f"{root}/images/00.png"), "float32") / 255
+    labels = np.array(Image.open(f"{root}/labels/00.png"))
     weights = keras_unet2015.weight_maps.unet_weight_map(labels == 255)
     target = (labels == 255).astype("uint8")
-    model.fit(image[None, ..., None], target[None], sample_weight=weights[None])
+
+    # A small network for a quick look; the paper's is UNet2015().
+    model = keras_unet2015.UNet2015(depth=2, filters=8, padding="same")
+    model.compile(optimizer="sgd", loss=keras_unet2015.WeightedPixelLoss())
+    model.fit(
+        image[None, :128, :128, None],
+        target[None, :128, :128],
+        sample_weight=weights[None, :128, :128],
+        verbose=0,
+    )
     ```
     """
     instances = _as_instances(labels, connectivity)
@@ -504,7 +516,8 @@ def target_and_weight_map(
     ```python
     import tifffile
 
-    instances = tifffile.imread("stardist-dsb2018-nuclei2d/mask2d.tif")
+    path = "../shared/data/stardist-dsb2018-nuclei2d/mask2d.tif"
+    instances = tifffile.imread(path)  # one id per nucleus
     target, weights = keras_unet2015.weight_maps.target_and_weight_map(
         instances
     )

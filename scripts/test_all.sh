@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The full test run: the suite under each Keras backend, ruff, and the docs.
+# The full test run: the suite under each Keras backend, ruff, the
+# distribution (build, twine check, wheel contents) and the docs.
 # Run from the repository root inside the environment made by
 # `pip install -r requirements/dev.txt`.
 set -uo pipefail
@@ -31,6 +32,9 @@ done
 echo "=== ruff ==="
 ruff check . || failed+=("ruff check")
 ruff format --check . || failed+=("ruff format")
+
+echo "=== python -m build + twine check + wheel contents ==="
+python scripts/check_dist.py || failed+=("distribution check")
 
 echo "=== mkdocs build --strict ==="
 mkdocs build --strict --site-dir "${SITE_DIR:-site}" || failed+=("mkdocs")

@@ -10,6 +10,7 @@ import pytest
 
 import keras_unet2015
 from keras_unet2015 import UNet2015
+from keras_unet2015 import WeightedPixelLoss
 from keras_unet2015.layers import UpConvolution2D
 from tests.testing import assert_allclose
 from tests.testing import assert_config_round_trip
@@ -397,6 +398,21 @@ def test_mixed_precision(policy):
     y = model(np.random.rand(1, 60, 60, 1).astype("float32"))
     assert keras.backend.standardize_dtype(y.dtype) == compute
     assert np.isfinite(to_numpy(keras.ops.cast(y, "float32"))).all()
+
+
+def test_model_dtype_policy_gives_loss_scaling_and_is_saved():
+    # `dtype=` on the model (not only the global policy) must reach
+    # `compile`, which adds loss scaling for float16, and the config.
+    model = UNet2015(**TINY, dtype="mixed_float16")
+    assert model.dtype_policy.name == "mixed_float16"
+    model.compile(optimizer="sgd", loss=WeightedPixelLoss())
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    clone = UNet2015.from_config(model.get_config())
+    assert clone.dtype_policy.name == "mixed_float16"
+    assert clone.get_layer("contract1_conv1").compute_dtype == "float16"
+    bfloat = UNet2015(**TINY, dtype="mixed_bfloat16")
+    bfloat.compile(optimizer="sgd", loss=WeightedPixelLoss())
+    assert not isinstance(bfloat.optimizer, keras.optimizers.LossScaleOptimizer)
 
 
 def test_global_mixed_precision_policy():

@@ -50,10 +50,18 @@ class SegmentationMetrics(keras.callbacks.Callback):
     Example:
 
     ```python
-    callback = keras_unet2015.callbacks.SegmentationMetrics(
-        x_train[25:], y_train[25:], frequency=5
+    images, labels, _ = keras_unet2015.datasets.make_touching_cells(4, 64)
+    model = keras_unet2015.UNet2015(depth=1, filters=4)
+    keras_unet2015.training.compile_model(model)
+    stream = keras_unet2015.datasets.TrainingSampleStream(
+        images[:3], labels[:3], input_size=52, output_size=36,
+        steps_per_epoch=2,
     )
-    model.fit(stream, epochs=50, callbacks=[callback])
+    callback = keras_unet2015.callbacks.SegmentationMetrics(
+        images[3:], labels[3:]
+    )
+    history = model.fit(stream, epochs=1, callbacks=[callback], verbose=0)
+    history.history["val_rand_error"]  # one value per epoch, in [0, 1]
     ```
     """
 

@@ -54,6 +54,15 @@ def standardize_labels(labels, label_mode="binary", num_classes=None, name=""):
     Raises:
         ValueError: for unexpected label values, with the values found and
             how to fix it.
+
+    Example:
+
+    ```python
+    >>> labels = np.array([[0, 255], [255, 0]], "uint8")  # a binary mask
+    >>> keras_unet2015.datasets.standardize_labels(labels)
+    array([[0, 1],
+           [1, 0]], dtype=uint8)
+    ```
     """
     where = f" in {name}" if name else ""
     if label_mode not in LABEL_MODES:
@@ -195,6 +204,16 @@ def load_image_folder(folder, color_mode="grayscale", return_names=False):
     Raises:
         FileNotFoundError: if the folder does not exist.
         ValueError: if the folder holds no image, or a file cannot be read.
+
+    Example:
+
+    ```python
+    >>> images, names = keras_unet2015.datasets.load_image_folder(
+    ...     "../shared/data/isbi2012/train/images", return_names=True
+    ... )
+    >>> len(images), images[0].shape, names[:2]
+    (30, (512, 512), ['00', '01'])
+    ```
     """
     if color_mode not in COLOR_MODES:
         raise ValueError(
@@ -232,6 +251,17 @@ def pair_files(images_dir, labels_dir):
         FileNotFoundError: if a folder does not exist.
         ValueError: if a folder is empty, if the counts differ or if some
             files have no partner; the message names them.
+
+    Example:
+
+    ```python
+    >>> pairs = keras_unet2015.datasets.pair_files(
+    ...     "../shared/data/isbi2012/train/images",
+    ...     "../shared/data/isbi2012/train/labels",
+    ... )
+    >>> [(image.name, label.name) for image, label in pairs[:2]]
+    [('00.png', '00.png'), ('01.png', '01.png')]
+    ```
     """
     image_paths = io.list_images(images_dir)
     label_paths = io.list_images(labels_dir)
@@ -323,7 +353,8 @@ def load_paired_folders(
 
     ```python
     images, labels = keras_unet2015.datasets.load_paired_folders(
-        "isbi2012/train/images", "isbi2012/train/labels"
+        "../shared/data/isbi2012/train/images",
+        "../shared/data/isbi2012/train/labels",
     )
     len(images), images[0].shape, labels[0].max()  # 30, (512, 512), 1
     ```

@@ -56,6 +56,16 @@ def list_images(folder):
     Raises:
         FileNotFoundError: if the folder does not exist.
         NotADirectoryError: if `folder` is a file.
+
+    Example:
+
+    ```python
+    >>> paths = keras_unet2015.datasets.list_images(
+    ...     "../shared/data/isbi2012/train/images"
+    ... )
+    >>> len(paths), paths[0].name, paths[-1].name
+    (30, '00.png', '29.png')
+    ```
     """
     folder = Path(folder)
     if not folder.exists():
@@ -88,6 +98,16 @@ def read_image(path):
         FileNotFoundError: if the file does not exist.
         ValueError: if the file cannot be decoded as an image; the message
             names the file.
+
+    Example:
+
+    ```python
+    >>> image = keras_unet2015.datasets.read_image(
+    ...     "../shared/data/isbi2012/train/images/00.png"
+    ... )
+    >>> image.shape, image.dtype
+    ((512, 512), dtype('uint8'))
+    ```
     """
     path = Path(path)
     if not path.is_file():
@@ -132,6 +152,16 @@ def write_image(path, array):
         path: str or `Path`. Output file; its folder is created.
         array: NumPy array `(height, width)`, `(height, width, 3)` or, for
             TIFF, `(pages, height, width)`.
+
+    Example:
+
+    ```python
+    >>> probabilities = np.random.rand(2, 64, 64).astype("float32")
+    >>> keras_unet2015.datasets.write_image("out/probs.tif", probabilities)
+    >>> back = keras_unet2015.datasets.read_image("out/probs.tif")
+    >>> back.shape, bool((back == probabilities).all())
+    ((2, 64, 64), True)
+    ```
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +205,15 @@ def to_float_image(image):
 
     Raises:
         ValueError: if the image holds NaN or infinite values.
+
+    Example:
+
+    ```python
+    >>> keras_unet2015.datasets.to_float_image(np.array([0, 51, 255], "uint8"))
+    array([0. , 0.2, 1. ], dtype=float32)
+    >>> keras_unet2015.datasets.to_float_image(np.array([100, 300], "uint16"))
+    array([0., 1.], dtype=float32)
+    ```
     """
     image = np.asarray(image)
     if image.dtype == np.bool_:

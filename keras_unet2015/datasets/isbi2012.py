@@ -159,7 +159,21 @@ SOURCES = ("github", "challenge")
 
 
 def default_path():
-    """`$KERAS_HOME/datasets/isbi2012` (`~/.keras/datasets/isbi2012`)."""
+    """Where `download` and `load_data` put and look for the data.
+
+    `$KERAS_HOME/datasets/isbi2012`, that is `~/.keras/datasets/isbi2012`
+    unless the `KERAS_HOME` environment variable says otherwise.
+
+    Returns:
+        A `Path`.
+
+    Example:
+
+    ```python
+    path = keras_unet2015.datasets.isbi2012.default_path()
+    path.parts[-2:]  # ('datasets', 'isbi2012')
+    ```
+    """
     keras_home = os.environ.get(
         "KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")
     )
@@ -171,6 +185,14 @@ def github_urls():
 
     Returns:
         A list of `(local_relative_path, url, sha256)` for the 90 files.
+
+    Example:
+
+    ```python
+    >>> urls = keras_unet2015.datasets.isbi2012.github_urls()
+    >>> len(urls), urls[0][0]
+    (90, 'train/images/00.png')
+    ```
     """
     files = []
     for local, (remote, hashes) in _GITHUB_FOLDERS.items():
@@ -203,6 +225,20 @@ def download(path=None, source="github"):
 
     Returns:
         The `Path` of the folder, ready for `load_data(path)`.
+
+    Example:
+
+    The files of a folder that already holds them are checked and not
+    downloaded again; a new folder is filled from the network:
+
+    ```python
+    path = keras_unet2015.datasets.isbi2012.download(
+        "../shared/data/isbi2012"
+    )
+    (x_train, y_train), x_test = keras_unet2015.datasets.isbi2012.load_data(
+        path
+    )
+    ```
     """
     import keras
 

@@ -163,6 +163,19 @@ def write_tfrecord(path, batches, num_batches=None):
 
     Returns:
         The number of samples written.
+
+    Example:
+
+    ```python
+    images, labels, _ = keras_unet2015.datasets.make_touching_cells(4, 128)
+    stream = keras_unet2015.datasets.TrainingSampleStream(
+        images, labels, input_size=124, output_size=36, batch_size=2,
+        steps_per_epoch=3,
+    )
+    count = keras_unet2015.datasets.write_tfrecord("samples.tfrecord", stream)
+    dataset = keras_unet2015.datasets.read_tfrecord("samples.tfrecord")
+    x, y, w = next(iter(dataset.batch(2)))  # (2, 124, 124, 1), (2, 36, 36)
+    ```
     """
     tf = _import_tensorflow()
     if num_batches is None:
@@ -225,6 +238,19 @@ def read_tfrecord(paths):
     Returns:
         A `tf.data.Dataset` of single `(x, y, sample_weight)` samples; batch
         it (`.batch(n)`) before `model.fit`.
+
+    Example:
+
+    ```python
+    images, labels, _ = keras_unet2015.datasets.make_touching_cells(4, 128)
+    stream = keras_unet2015.datasets.TrainingSampleStream(
+        images, labels, input_size=124, output_size=36, batch_size=2,
+        steps_per_epoch=3,
+    )
+    count = keras_unet2015.datasets.write_tfrecord("samples.tfrecord", stream)
+    dataset = keras_unet2015.datasets.read_tfrecord("samples.tfrecord")
+    x, y, w = next(iter(dataset.batch(2)))  # (2, 124, 124, 1), (2, 36, 36)
+    ```
     """
     tf = _import_tensorflow()
     if isinstance(paths, (str, bytes)) or not hasattr(paths, "__iter__"):

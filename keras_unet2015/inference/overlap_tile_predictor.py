@@ -145,14 +145,21 @@ class OverlapTilePredictor:
     Example:
 
     ```python
-    model = keras_unet2015.UNet2015(num_classes=2)
-    predictor = keras_unet2015.OverlapTilePredictor(
-        model, tile_size=572, verbose=0
-    )
-    image = np.random.rand(700, 1000).astype("float32")
-    probabilities = predictor.predict(image)  # (700, 1000, 2)
-    labels = predictor.predict(image, output="labels")  # (700, 1000)
-    predictor.tile_grid(700, 1000).rows  # (-92, 228)
+    >>> # A small network for a quick run; the paper's is UNet2015().
+    >>> model = keras_unet2015.UNet2015(depth=2, filters=8)
+    >>> predictor = keras_unet2015.OverlapTilePredictor(
+    ...     model, tile_size=188, verbose=0
+    ... )
+    >>> image = np.random.rand(300, 400).astype("float32")
+    >>> predictor.predict(image).shape  # class probabilities
+    (300, 400, 2)
+    >>> predictor.predict(image, output="labels").shape
+    (300, 400)
+    >>> grid = predictor.tile_grid(300, 400)
+    >>> grid.tile_shape, grid.output_shape, grid.margin
+    ((188, 188), (148, 148), 20)
+    >>> grid.rows  # top row of each input tile (negative: mirrored)
+    (-20, 128, 132)
     ```
     """
 

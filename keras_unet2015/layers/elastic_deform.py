@@ -100,6 +100,8 @@ class ElasticDeform(BaseGeometricAugmentation):
     images, masks, weights = layer((images, masks, weights))
 
     # In a tf.data pipeline, under any backend:
+    import tensorflow as tf
+
     dataset = tf.data.Dataset.from_tensor_slices((images, masks, weights))
     dataset = dataset.batch(2).map(layer)
     ```

@@ -113,7 +113,15 @@ class PaperAugmentation(BaseGeometricAugmentation):
     Example:
 
     ```python
+    import tensorflow as tf
+
+    images = np.random.rand(4, 64, 64, 1).astype("float32")
+    masks = np.random.randint(0, 2, (4, 64, 64, 1)).astype("int32")
+    weights = np.ones((4, 64, 64), "float32")
     augment = keras_unet2015.layers.PaperAugmentation(seed=0)
+    images, masks, weights = augment((images, masks, weights))  # eager
+
+    # In a tf.data pipeline, under any backend:
     dataset = tf.data.Dataset.from_tensor_slices((images, masks, weights))
     dataset = dataset.shuffle(30).batch(1).map(augment)
     ```

@@ -143,7 +143,7 @@ class RandomGrayValue(BaseAugmentation):
     ```python
     layer = keras_unet2015.layers.RandomGrayValue(value_range=(0, 255))
     images = np.random.randint(0, 256, (4, 64, 64, 1)).astype("float32")
-    masks = np.random.randint(0, 2, (4, 64, 64, 1))
+    masks = np.random.randint(0, 2, (4, 64, 64, 1)).astype("int32")
     images, masks = layer((images, masks))  # masks unchanged
     ```
     """

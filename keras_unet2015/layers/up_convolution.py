@@ -53,6 +53,9 @@ class UpConvolution2D(keras.layers.Layer):
             Defaults to `"auto"`.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
+    Call arguments:
+        inputs: a 4D tensor, the feature map to up-sample.
+
     Input shape:
         4D tensor `(batch, rows, cols, channels)` for `"channels_last"` or
         `(batch, channels, rows, cols)` for `"channels_first"`.
@@ -63,9 +66,10 @@ class UpConvolution2D(keras.layers.Layer):
     Example:
 
     ```python
-    layer = keras_unet2015.layers.UpConvolution2D(filters=8)
-    y = layer(np.ones((1, 5, 7, 16), "float32"))
-    y.shape  # (1, 10, 14, 8)
+    >>> layer = keras_unet2015.layers.UpConvolution2D(filters=8)
+    >>> y = layer(np.ones((1, 5, 7, 16), "float32"))
+    >>> tuple(y.shape)
+    (1, 10, 14, 8)
     ```
     """
 

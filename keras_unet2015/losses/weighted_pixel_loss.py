@@ -90,10 +90,13 @@ class WeightedPixelLoss(keras.losses.Loss):
     )
     # Labels and weight maps at the input tile size (92x92); the model's
     # output is 52x52 and both are center-cropped to it.
-    images = np.random.rand(4, 92, 92, 1).astype("float32")
-    labels = np.random.randint(0, 2, (4, 92, 92))
-    weights = keras_unet2015.weight_maps.unet_weight_map(labels.astype(bool))
-    model.fit(images, labels, sample_weight=weights, epochs=1)
+    images, labels, instances = keras_unet2015.datasets.make_touching_cells(
+        4, 92
+    )
+    weights = np.stack(
+        [keras_unet2015.weight_maps.unet_weight_map(i) for i in instances]
+    )
+    model.fit(images[..., None], labels, sample_weight=weights, epochs=1)
     ```
     """
 

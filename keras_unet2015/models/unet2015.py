@@ -122,11 +122,14 @@ class UNet2015(keras.Model):
     Example:
 
     ```python
-    model = keras_unet2015.UNet2015(num_classes=2)
-    model.count_params()  # 31030658
-    model.output_size(572)  # 388
-    logits = model(np.zeros((1, 572, 572, 1), "float32"))
-    logits.shape  # (1, 388, 388, 2)
+    >>> model = keras_unet2015.UNet2015(num_classes=2)
+    >>> model.count_params()
+    31030658
+    >>> model.output_size(572)
+    388
+    >>> logits = model(np.zeros((1, 572, 572, 1), "float32"))
+    >>> tuple(logits.shape)
+    (1, 388, 388, 2)
     ```
     """
 
@@ -251,6 +254,11 @@ class UNet2015(keras.Model):
             )(outputs)
         kwargs.setdefault("name", "unet2015")
         super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
+        if dtype is not None:
+            # Functional models do not keep their `dtype`: set it, so that
+            # `compile` adds loss scaling for "mixed_float16" and the
+            # policy is saved in the config.
+            self.dtype_policy = keras.dtype_policies.get(dtype)
 
         # === Config ===
         self.num_classes = num_classes
