@@ -1,5 +1,11 @@
 """keras-unet2015: the original U-Net (Ronneberger et al., 2015) for Keras 3."""
 
+# Before Keras is imported: with no backend configured and TensorFlow (the
+# Keras default) not installed, use the backend that is installed.
+from keras_unet2015 import _default_backend
+
+_default_backend.choose_installed_backend()
+
 from keras_unet2015 import callbacks
 from keras_unet2015 import datasets
 from keras_unet2015 import distribution

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from keras_unet2015 import _default_backend
+
 BACKENDS = ("jax", "tensorflow", "torch")
 _REEXEC_ENV = "KERAS_UNET2015_CLI_CHILD"
 
@@ -373,6 +375,14 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.backend is None and _default_backend.chosen_backend:
+        print(
+            f"Using the {_default_backend.chosen_backend} backend: "
+            "KERAS_BACKEND is not set and TensorFlow, the Keras default, "
+            "is not installed. Set KERAS_BACKEND or pass --backend to "
+            "choose.",
+            file=sys.stderr,
+        )
     try:
         code = _select_backend(args.backend, argv)
         if code is not None:

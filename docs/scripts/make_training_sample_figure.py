@@ -18,6 +18,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from _panels import GAP
+from _panels import PANEL
+from _panels import TITLE
+from _panels import gray
 from PIL import Image
 from PIL import ImageDraw
 
@@ -27,15 +31,6 @@ from keras_unet2015.layers.elastic_deform import ElasticDeform
 
 ROOT = Path(__file__).resolve().parents[2]
 INPUT, OUTPUT, MARGIN = 572, 388, 92
-PANEL = 256
-TITLE = 20
-GAP = 6
-
-
-def gray(array, low, high):
-    scaled = (np.asarray(array, np.float64) - low) / (high - low)
-    rgb = np.repeat((np.clip(scaled, 0, 1) * 255)[..., None], 3, -1)
-    return Image.fromarray(rgb.astype(np.uint8))
 
 
 def main():
