@@ -184,6 +184,47 @@ def test_paper_initializer_is_untruncated_gaussian_with_fan_in_std():
     assert abs(up.std() / np.sqrt(2.0 / 128) - 1) < 0.05
 
 
+def test_paper_normal_draws_the_documented_numpy_values_on_every_backend():
+    from keras_unet2015.models.unet2015 import PaperNormal
+
+    shape = (3, 3, 16, 8)
+    initializer = PaperNormal(seed=7)
+    values = to_numpy(initializer(shape, dtype="float32"))
+    # Independent expectation: NumPy's generator with the same seed, scaled
+    # by sqrt(2 / fan_in), fan_in = 3 * 3 * 16, whatever the backend.
+    expected = np.random.default_rng(7).standard_normal(shape, np.float32)
+    expected *= np.float32(np.sqrt(2.0 / 144))
+    np.testing.assert_array_equal(values, expected)
+    # An integer seed gives the same values at every call (as in Keras).
+    np.testing.assert_array_equal(to_numpy(initializer(shape)), values)
+    explicit = to_numpy(PaperNormal(stddev=0.5, seed=7)((1000,)))
+    np.testing.assert_allclose(
+        explicit,
+        np.random.default_rng(7).standard_normal(1000, np.float32) * 0.5,
+    )
+    clone = PaperNormal.from_config(PaperNormal(stddev=0.5).get_config())
+    assert clone.stddev == 0.5
+    restored = keras.initializers.deserialize(
+        keras.initializers.serialize(PaperNormal(stddev=0.25, seed=3))
+    )
+    assert isinstance(restored, PaperNormal) and restored.stddev == 0.25
+    np.testing.assert_array_equal(
+        to_numpy(restored((4, 4))),
+        np.random.default_rng(3).standard_normal((4, 4), np.float32)
+        * np.float32(0.25),
+    )
+
+
+def test_paper_normal_with_a_seed_generator_draws_with_keras():
+    from keras_unet2015.models.unet2015 import PaperNormal
+
+    initializer = PaperNormal(seed=keras.random.SeedGenerator(1))
+    first = to_numpy(initializer((3, 3, 64, 64)))
+    second = to_numpy(initializer((3, 3, 64, 64)))
+    assert not np.array_equal(first, second)  # the generator advances
+    assert abs(first.std() / np.sqrt(2.0 / 576) - 1) < 0.02
+
+
 @pytest.mark.parametrize(
     "padding, depth, size, out",
     [

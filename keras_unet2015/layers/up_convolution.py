@@ -132,9 +132,10 @@ class UpConvolution2D(keras.layers.Layer):
             )
         initializer = self.kernel_initializer
         if initializer is None:
-            initializer = keras.initializers.RandomNormal(
-                stddev=math.sqrt(2.0 / in_channels)
-            )
+            # The paper's N(0, 2 / C_in), drawn like the other kernels.
+            from keras_unet2015.models.unet2015 import PaperNormal
+
+            initializer = PaperNormal(stddev=math.sqrt(2.0 / in_channels))
         self.kernel = self.add_weight(
             name="kernel",
             shape=(2, 2, self.filters, in_channels),
