@@ -163,12 +163,11 @@ def segment_dask(
         raise ValueError(
             f"`output` must be one of {OUTPUTS}. Received: output={output!r}"
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise ValueError(
-            "`batch_size` must be a positive integer. Received: "
-            f"batch_size={batch_size!r}"
-        )
-    if batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or batch_size < 1
+    ):
         raise ValueError(
             "`batch_size` must be a positive integer. Received: "
             f"batch_size={batch_size!r}"
@@ -185,7 +184,8 @@ def segment_dask(
             "`image` must not be empty. Received an array of shape "
             f"{tuple(image.shape)}."
         )
-    axes = _image_axes(image.shape, loaded.input_channels)
+    # Channels last, whatever the model's data format.
+    axes = otp._image_axes(image.shape, loaded.input_channels)
     h_axis, w_axis = axes.index("h"), axes.index("w")
     height, width = int(image.shape[h_axis]), int(image.shape[w_axis])
 
@@ -397,45 +397,6 @@ def _forward_lock(model):
         return _FORWARD_LOCKS.setdefault(id(model), threading.Lock())
 
 
-def _image_axes(shape, channels):
-    ndim = len(shape)
-    if ndim == 2:
-        axes = ("h", "w")
-    elif ndim == 3:
-        if shape[-1] == channels:
-            axes = ("h", "w", "c")
-        elif channels == 1:
-            axes = ("n", "h", "w")
-        else:
-            raise ValueError(
-                f"The model expects {channels} input channels on the last "
-                f"axis. Received an array of shape {tuple(shape)}. Reorder "
-                "the axes to channels last (e.g. `image.transpose(1, 2, 0)` "
-                "for (channels, height, width)) or select the channels."
-            )
-    elif ndim == 4:
-        if shape[-1] != channels:
-            raise ValueError(
-                f"The model expects {channels} input channels on the last "
-                f"axis of a (slices, height, width, channels) stack. "
-                f"Received an array of shape {tuple(shape)}. Reorder the "
-                "axes to channels last with `image.transpose(...)`."
-            )
-        axes = ("n", "h", "w", "c")
-    else:
-        raise ValueError(
-            "`image` must be 2D (height, width), 3D (height, width, "
-            "channels) or (slices, height, width), or 4D (slices, height, "
-            f"width, channels). Received shape {tuple(shape)} (rank {ndim})."
-        )
-    if ndim == 2 and channels != 1:
-        raise ValueError(
-            f"The model expects {channels} input channels; a 2D image has "
-            f"one. Received shape {tuple(shape)}. Add a channel axis last."
-        )
-    return axes
-
-
 def _largest_tile(model):
     """A valid tile larger than any chunk (no memory estimate to cap it)."""
     return sizes.nearest_valid_input_sizes(2**20, model.depth, model.padding)[0]
@@ -559,12 +520,7 @@ def _predict_block(block, model=None, plan=None, block_id=None):
             )
     if plan.output == "labels":
         out = np.argmax(out, axis=-1).astype(np.int32)
-        if "n" not in axes:
-            out = out[0]
-        return out
-    if "n" not in axes:
-        out = out[0]
-    return out
+    return out if "n" in axes else out[0]
 
 
 def _tiles_touching(writes, start, stop):

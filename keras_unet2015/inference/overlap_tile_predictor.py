@@ -560,52 +560,7 @@ class OverlapTilePredictor:
         return max(1, min(num_tiles, int(self.memory_budget // per_tile)))
 
     def _image_axes(self, shape):
-        channels = self._channels
-        ndim = len(shape)
-        channel_index = 0 if self._channels_first else -1
-        if ndim == 2:
-            axes = ("h", "w")
-        elif ndim == 3:
-            if shape[channel_index] == channels:
-                if self._channels_first:
-                    axes = ("c", "h", "w")
-                else:
-                    axes = ("h", "w", "c")
-            elif channels == 1:
-                axes = ("n", "h", "w")
-            else:
-                raise ValueError(
-                    f"The model expects {channels} input channels on axis "
-                    f"{channel_index} ({self._data_format_name()}). "
-                    f"Received an image of shape {tuple(shape)}. Reorder "
-                    "or select the channels."
-                )
-        elif ndim == 4:
-            channel_index = 1 if self._channels_first else -1
-            if shape[channel_index] != channels:
-                raise ValueError(
-                    f"The model expects {channels} input channels on axis "
-                    f"{channel_index % 4} ({self._data_format_name()}). "
-                    f"Received a batch of shape {tuple(shape)}."
-                )
-            if self._channels_first:
-                axes = ("n", "c", "h", "w")
-            else:
-                axes = ("n", "h", "w", "c")
-        else:
-            raise ValueError(
-                "`image` must be 2D (height, width), 3D (one image with a "
-                "channel axis, or a batch of one-channel images) or 4D (a "
-                f"batch with a channel axis). Received shape {tuple(shape)} "
-                f"(rank {ndim})."
-            )
-        if ndim == 2 and channels != 1:
-            raise ValueError(
-                f"The model expects {channels} input channels; a 2D image "
-                f"has one. Received shape {tuple(shape)}. Add a channel "
-                "axis."
-            )
-        return axes
+        return _image_axes(shape, self._channels, self._channels_first)
 
     def _data_format_name(self):
         return "channels_first" if self._channels_first else "channels_last"
@@ -690,6 +645,51 @@ class OverlapTilePredictor:
         if self.model.activation is None:
             _softmax_in_place(y)
         return y
+
+
+def _image_axes(shape, channels, channels_first=False):
+    """Names the axes of an image: `h`, `w`, `c` (channels), `n` (images).
+
+    Shared by `OverlapTilePredictor` and `segment_dask` (channels last).
+    """
+    ndim = len(shape)
+    layout = "channels_first" if channels_first else "channels_last"
+    channel_index = 0 if channels_first else -1
+    if ndim == 2:
+        axes = ("h", "w")
+    elif ndim == 3:
+        if shape[channel_index] == channels:
+            axes = ("c", "h", "w") if channels_first else ("h", "w", "c")
+        elif channels == 1:
+            axes = ("n", "h", "w")
+        else:
+            raise ValueError(
+                f"The model expects {channels} input channels on axis "
+                f"{channel_index} ({layout}). Received an image of shape "
+                f"{tuple(shape)}. Reorder or select the channels."
+            )
+    elif ndim == 4:
+        channel_index = 1 if channels_first else -1
+        if shape[channel_index] != channels:
+            raise ValueError(
+                f"The model expects {channels} input channels on axis "
+                f"{channel_index % 4} ({layout}). Received a batch of shape "
+                f"{tuple(shape)}."
+            )
+        axes = ("n", "c", "h", "w") if channels_first else ("n", "h", "w", "c")
+    else:
+        raise ValueError(
+            "`image` must be 2D (height, width), 3D (one image with a "
+            "channel axis, or a batch of one-channel images) or 4D (a "
+            f"batch with a channel axis). Received shape {tuple(shape)} "
+            f"(rank {ndim})."
+        )
+    if ndim == 2 and channels != 1:
+        raise ValueError(
+            f"The model expects {channels} input channels; a 2D image has "
+            f"one. Received shape {tuple(shape)}. Add a channel axis."
+        )
+    return axes
 
 
 def _softmax_in_place(y):

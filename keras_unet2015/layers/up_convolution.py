@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_unet2015.backend_utils import standardize_data_format
+from keras_unet2015.layers.paper_normal import PaperNormal
 
 IMPLEMENTATIONS = ("auto", "matmul", "conv_transpose")
 
@@ -133,8 +134,6 @@ class UpConvolution2D(keras.layers.Layer):
         initializer = self.kernel_initializer
         if initializer is None:
             # The paper's N(0, 2 / C_in), drawn like the other kernels.
-            from keras_unet2015.models.unet2015 import PaperNormal
-
             initializer = PaperNormal(stddev=math.sqrt(2.0 / in_channels))
         self.kernel = self.add_weight(
             name="kernel",
