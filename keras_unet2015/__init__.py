@@ -12,6 +12,8 @@ from keras_unet2015 import distribution
 from keras_unet2015 import layers
 from keras_unet2015 import losses
 from keras_unet2015 import metrics
+from keras_unet2015 import presets
+from keras_unet2015 import reproduce
 from keras_unet2015 import sizes
 from keras_unet2015 import training
 from keras_unet2015 import weight_maps
@@ -36,6 +38,8 @@ __all__ = [
     "layers",
     "losses",
     "metrics",
+    "presets",
+    "reproduce",
     "segment_dask",
     "sizes",
     "training",

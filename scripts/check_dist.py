@@ -32,6 +32,11 @@ PACKAGE = "keras_unet2015"
 BACKENDS = ("jax", "tensorflow", "torch")
 REQUIRED_URLS = ("Homepage", "Documentation", "Source", "Changelog")
 REQUIRED_FILES = (f"{PACKAGE}/__init__.py", f"{PACKAGE}/py.typed")
+# Trained presets shipped in the wheel: the only non-code files allowed.
+PRESET_FILE = re.compile(
+    rf"^{PACKAGE}/presets/[a-z0-9_]+/(model\.keras|metadata\.json)$"
+)
+MAX_PRESET_BYTES = 12_000_000
 # Markdown links and images: [text](target) and ![alt](target).
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)")
 HTML_REF = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']""")
@@ -59,13 +64,16 @@ def wheel_problems(wheel_path):
         for required in REQUIRED_FILES:
             if required not in names:
                 problems.append(f"wheel lacks {required}")
+        presets = [n for n in package if PRESET_FILE.match(n)]
         bad = [
             n
             for n in package
-            if not n.endswith((".py", "py.typed")) or "/tests/" in n
+            if not (n.endswith((".py", "py.typed")) or n in presets)
+            or "/tests/" in n
         ]
         if bad:
             problems.append(f"wheel holds non-code files: {bad}")
+        problems += preset_problems(wheel, presets)
         metadata_name = next(n for n in dist_info if n.endswith("/METADATA"))
         metadata = email.message_from_bytes(wheel.read(metadata_name))
         if not any(n.endswith("/LICENSE") for n in dist_info):
@@ -79,6 +87,31 @@ def wheel_problems(wheel_path):
         for name in names:
             print(f"  {name}")
     problems += metadata_problems(metadata)
+    return problems
+
+
+def preset_problems(wheel, presets):
+    """Every preset folder of the tree is in the wheel, whole and small."""
+    problems = []
+    source = ROOT / PACKAGE / "presets"
+    expected = sorted(
+        f"{PACKAGE}/presets/{d.name}/{f}"
+        for d in source.iterdir()
+        if d.is_dir() and (d / "metadata.json").is_file()
+        for f in ("metadata.json", "model.keras")
+    )
+    if sorted(presets) != expected:
+        problems.append(
+            f"wheel presets {sorted(presets)} differ from the tree's {expected}"
+        )
+    for name in presets:
+        size = wheel.getinfo(name).file_size
+        if size > MAX_PRESET_BYTES:
+            problems.append(
+                f"{name} is {size / 1e6:.1f} MB; presets over "
+                f"{MAX_PRESET_BYTES / 1e6:.0f} MB are fetched from a release "
+                "URL (presets.register_preset), not shipped"
+            )
     return problems
 
 

@@ -147,6 +147,13 @@ def test_resume_after_interruption_gives_the_same_weights(cells, tmp_path):
     with open(tmp_path / "a" / training.CSV_LOG_NAME) as file:
         reference = list(csv.DictReader(file))
     assert [row["epoch"] for row in rows] == ["0", "1", "2"]
+    # The learning curve: optimizer steps after each epoch, and the
+    # training time summed over both invocations (it only grows).
+    assert [row["steps"] for row in rows] == ["2", "4", "6"]
+    times = [float(row["wall_time"]) for row in rows]
+    assert 0 < times[0] < times[1] < times[2]
+    for row in rows + reference:
+        del row["wall_time"]
     assert rows == reference
 
 
@@ -218,6 +225,19 @@ def test_time_limit_stops_after_the_current_batch(cells, tmp_path):
     assert np.isfinite(history.history["val_rand_error"][0])
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 1
     assert (tmp_path / training.CHECKPOINT_NAME).is_file()
+    # The run stopped before its last epoch: the backup is kept, and the
+    # same call resumes with epoch 2 instead of starting over.
+    assert (tmp_path / training.BACKUP_DIR_NAME).is_dir()
+    assert (tmp_path / training.RANDOM_STATE_NAME).is_file()
+    model, stream = _setup(cells, dropout=0.0)
+    history = training.fit(
+        model, stream, epochs=2, output_dir=tmp_path, verbose=0
+    )
+    assert len(history.history["loss"]) == 1
+    steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    assert steps == 1 + stream.steps_per_epoch
+    assert not (tmp_path / training.BACKUP_DIR_NAME).exists()
+    assert not (tmp_path / training.RANDOM_STATE_NAME).exists()
     with pytest.raises(ValueError, match="time_limit"):
         training.fit(model, stream, epochs=1, time_limit=0)
 

@@ -33,6 +33,7 @@ NAV_END = "  # --- end of generated API reference"
 # An object is listed in the first section whose module exports it.
 SECTIONS = (
     ("Models", "api/models.md", ("keras_unet2015.models",)),
+    ("Presets", "api/presets.md", ("keras_unet2015.presets",)),
     ("Layers", "api/layers.md", ("keras_unet2015.layers",)),
     ("Losses", "api/losses.md", ("keras_unet2015.losses",)),
     ("Weight maps", "api/weight_maps.md", ("keras_unet2015.weight_maps",)),
@@ -48,6 +49,7 @@ SECTIONS = (
         "api/training.md",
         ("keras_unet2015.training", "keras_unet2015.callbacks"),
     ),
+    ("Reproduction", "api/reproduce.md", ("keras_unet2015.reproduce",)),
     ("Distribution", "api/distribution.md", ("keras_unet2015.distribution",)),
     ("Size helpers", "api/sizes.md", ("keras_unet2015.sizes",)),
 )
@@ -61,7 +63,9 @@ OPTIONS = {
         "  - valid_input_sizes\n"
         "  - is_valid_input_size\n"
         "  - context_margin\n"
-        "  - size_loss"
+        "  - size_loss\n"
+        "  - from_preset\n"
+        "  - list_presets"
     ),
     "ElasticDeform": (
         "inherited_members: true\n"

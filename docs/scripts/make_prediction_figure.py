@@ -9,14 +9,12 @@ gray values of the label, predicted membrane where the label has cell in
 red, missed membrane in blue. The slice's pixel and Rand errors are
 printed in the title. Uses NumPy and Pillow only.
 
-The figure in the docs was made with the model of the run described on
-the training page (16 filters, 25 min on a CPU, trained on slices 0-24):
+The figure in the docs shows the shipped preset `unet2015_isbi2012_16f`
+(trained on slices 0-24 by `keras-unet2015 reproduce isbi2012`, see the
+training page):
 
-    keras-unet2015 train --images ../shared/data/isbi2012/train/images \\
-        --labels ../shared/data/isbi2012/train/labels \\
-        --validation-indices 25-29 --filters 16 --epochs 100 \\
-        --validation-freq 2 --time-limit 25 --output-dir isbi-run
-    python docs/scripts/make_prediction_figure.py --model isbi-run/best.keras
+    python docs/scripts/make_prediction_figure.py \\
+        --model keras_unet2015/presets/unet2015_isbi2012_16f/model.keras
 """
 
 import argparse

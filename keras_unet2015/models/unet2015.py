@@ -336,6 +336,61 @@ class UNet2015(keras.Model):
                 )
 
     # === Config ===
+    @classmethod
+    def from_preset(cls, preset, cache_dir=None):
+        """Loads a trained U-Net: a preset name, a folder or a `.keras` file.
+
+        The ISBI 2012 presets (names with `isbi2012`) were trained on ISBI
+        2012 training slices 0-24 by `keras-unet2015 reproduce isbi2012`;
+        their model cards (`keras_unet2015.presets.preset_metadata`, and
+        the documentation's Presets page) give the data and its terms, the
+        recipe, steps, hardware, wall time and held-out scores. Presets
+        shipped in the package load offline; larger ones are downloaded
+        once from their release URL and checked against their SHA-256.
+
+        Args:
+            preset: str or `Path`. A name from `UNet2015.list_presets()`,
+                a folder holding `model.keras`, or a `.keras` file.
+            cache_dir: `None` or str. Download cache of remote presets;
+                `None` uses Keras's (`~/.keras`, or `KERAS_HOME`).
+                Defaults to `None`.
+
+        Returns:
+            The trained `UNet2015`, not compiled (compile it with
+            `keras_unet2015.training.compile_model` to train further).
+
+        Example:
+
+        ```python
+        >>> model = keras_unet2015.UNet2015.from_preset(
+        ...     "unet2015_isbi2012_16f"
+        ... )
+        >>> model.count_params()
+        1940834
+        ```
+        """
+        from keras_unet2015 import presets
+
+        return presets.load_preset(preset, cache_dir=cache_dir)
+
+    @staticmethod
+    def list_presets():
+        """Names of the trained models `UNet2015.from_preset` loads.
+
+        Returns:
+            A sorted list of names.
+
+        Example:
+
+        ```python
+        >>> "unet2015_isbi2012_16f" in keras_unet2015.UNet2015.list_presets()
+        True
+        ```
+        """
+        from keras_unet2015 import presets
+
+        return presets.list_presets()
+
     def get_config(self):
         return {
             "name": self.name,
