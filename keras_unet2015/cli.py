@@ -1112,25 +1112,6 @@ def _run_evaluate(args):
 
 # === reproduce ===
 
-_RECIPE_OPTIONS = (
-    "filters",
-    "depth",
-    "dropout",
-    "input_size",
-    "optimizer",
-    "learning_rate",
-    "momentum",
-    "schedule",
-    "warmup_steps",
-    "w0",
-    "sigma",
-    "class_weights",
-    "augmentation",
-    "epochs",
-    "steps_per_epoch",
-    "validation_freq",
-)
-
 
 def _run_reproduce(args):
     from keras_unet2015 import reproduce
@@ -1140,10 +1121,11 @@ def _run_reproduce(args):
         raise CommandError(
             f"--time-limit must be positive, got {args.time_limit}"
         )
+    # Every recipe key but the seed is an option (the seed is --seed).
     overrides = {
         name: getattr(args, name)
-        for name in _RECIPE_OPTIONS
-        if getattr(args, name) is not None
+        for name in reproduce.ISBI2012_RECIPE
+        if name != "seed" and getattr(args, name) is not None
     }
     overrides["seed"] = args.seed
     result = reproduce.reproduce_isbi2012(
