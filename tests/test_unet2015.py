@@ -11,6 +11,7 @@ import pytest
 import keras_unet2015
 from keras_unet2015 import UNet2015
 from keras_unet2015 import WeightedPixelLoss
+from keras_unet2015.backend_utils import tensorflow_lacks_channels_first
 from keras_unet2015.layers import UpConvolution2D
 from tests.testing import assert_allclose
 from tests.testing import assert_config_round_trip
@@ -402,6 +403,18 @@ def test_implementations_give_same_model_outputs():
 # --------------------------------------------------------------------------
 # Data formats, dtypes, training
 # --------------------------------------------------------------------------
+def test_channels_first_on_tensorflow_cpu_is_a_clear_error():
+    if not tensorflow_lacks_channels_first():
+        pytest.skip("this backend runs channels_first convolutions")
+    model = UNet2015(**TINY, data_format="channels_first")
+    x = np.zeros((1, 1, 60, 60), "float32")
+    for run in (model, lambda x: model.predict(x, verbose=0)):
+        with pytest.raises(ValueError, match="data_format='channels_last'"):
+            run(x)
+    # Building, saving and loading still work (e.g. to run on a GPU later).
+    assert model.output_shape == (None, 2, None, None)
+
+
 def test_channels_first_equals_channels_last():
     skip_if_channels_first_unsupported("channels_first")
     keras.utils.set_random_seed(3)

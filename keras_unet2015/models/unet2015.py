@@ -1,6 +1,7 @@
 import keras
 
 from keras_unet2015 import sizes
+from keras_unet2015.backend_utils import check_data_format_runs
 from keras_unet2015.backend_utils import standardize_data_format
 from keras_unet2015.layers.conv import Conv2D
 from keras_unet2015.layers.conv import MaxPooling2D
@@ -319,6 +320,8 @@ class UNet2015(keras.Model):
 
     def call(self, inputs, training=None, mask=None):
         self._check_spatial_shape(inputs)
+        if not isinstance(inputs, keras.KerasTensor):
+            check_data_format_runs(self.data_format, "UNet2015")
         return super().call(inputs, training=training, mask=mask)
 
     def _check_spatial_shape(self, inputs):
