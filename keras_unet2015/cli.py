@@ -242,7 +242,11 @@ def build_parser():
         "--label-mode",
         choices=("binary", "instances"),
         default="binary",
-        help="binary masks (e.g. 0/255) or instance ids (binary)",
+        help="'binary': two-valued masks, the larger value the cells (e.g. "
+        "ISBI 2012: 0 = membrane, 255 = cell); the cells are the "
+        "connected components. 'instances': one integer id per object, 0 = "
+        "background; touching objects are cut apart. Label images that do "
+        "not fit the mode are rejected with the values found (binary)",
     )
     data.add_argument(
         "--validation-indices",
@@ -273,7 +277,8 @@ def build_parser():
     train.add_argument(
         "--restart",
         action="store_true",
-        help="ignore a backup of an interrupted run and start over",
+        help="delete the run in --output-dir (its model, checkpoints, log "
+        "and backup) and train a new one from scratch",
     )
     _add_model_options(train, depth=4, filters=64, input_size=572)
     _add_training_options(train, epochs=10, steps=100, learning_rate=None)
@@ -284,7 +289,10 @@ def build_parser():
         help="segment images of any size with a trained model",
         description="Segments PNG/TIFF images of any size with the "
         "overlap-tile strategy and writes, per image, the foreground "
-        "probability (float32 TIFF) and a label mask (PNG).",
+        "probability (float32 TIFF) and a label mask (PNG). Nothing is "
+        "overwritten without --overwrite; inputs whose names collide, an "
+        "--output-dir that holds inputs, and a model with NaN or infinite "
+        "weights are refused before anything is written.",
     )
     predict.add_argument(
         "inputs", nargs="+", help="image files or folders of images"
@@ -313,6 +321,12 @@ def build_parser():
         help="foreground probability threshold of the mask (0.5)",
     )
     predict.add_argument("--foreground-class", type=int, default=1, help="(1)")
+    predict.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output files of an earlier run in --output-dir "
+        "(without it, predict refuses to overwrite any file)",
+    )
 
     reproduce = commands.add_parser(
         "reproduce",
@@ -455,7 +469,8 @@ def main(argv=None):
     """Runs `keras-unet2015` with `argv` (default: `sys.argv[1:]`).
 
     Returns:
-        The exit code: 0 on success, 2 for a usage or data error.
+        The exit code: 0 on success, 1 when training diverged, 2 for a
+        usage or data error.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -468,11 +483,18 @@ def main(argv=None):
             "choose.",
             file=sys.stderr,
         )
+    from keras_unet2015.callbacks.run_state import TrainingDivergedError
+
     try:
         code = _select_backend(args.backend, argv)
         if code is not None:
             return code
         return COMMANDS[args.command](args)
+    except TrainingDivergedError as error:
+        if os.environ.get("KERAS_UNET2015_DEBUG"):
+            raise
+        print(f"keras-unet2015 {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except (
         CommandError,
         FileNotFoundError,
@@ -527,6 +549,26 @@ def _check_training_args(args):
     if args.learning_rate is not None and not args.learning_rate > 0:
         raise CommandError(
             f"--learning-rate must be positive, got {args.learning_rate}"
+        )
+    # Checked here so that the message names the option: the layers and
+    # weight maps call all three `sigma`, which would point at --sigma.
+    elastic_sigma = getattr(args, "elastic_sigma", None)
+    if elastic_sigma is not None and not 0 <= elastic_sigma < float("inf"):
+        raise CommandError(
+            "--elastic-sigma (the std of the elastic displacements, px) "
+            f"must be a non-negative number, got {elastic_sigma}"
+        )
+    sigma = getattr(args, "sigma", None)
+    if sigma is not None and not 0 < sigma < float("inf"):
+        raise CommandError(
+            "--sigma (the width of the border weight, px; the paper's 5) "
+            f"must be positive, got {sigma}"
+        )
+    w0 = getattr(args, "w0", None)
+    if w0 is not None and not 0 <= w0 < float("inf"):
+        raise CommandError(
+            "--w0 (the height of the border weight; the paper's 10) must "
+            f"be non-negative, got {w0}"
         )
     from keras_unet2015 import distribution
     from keras_unet2015 import sizes
@@ -615,6 +657,7 @@ def _train(args, model, images, targets, weights, val_images, val_labels):
         tensorboard=getattr(args, "tensorboard", False),
         time_limit=None if time_limit is None else 60.0 * time_limit,
         verbose=args.verbose,
+        restart=getattr(args, "fresh_run", False),
     )
 
 
@@ -656,6 +699,11 @@ def _run_demo(args):
     )
     args.augmentation, args.elastic_sigma = "elastic", 10.0
     args.tensorboard = False
+    # Each demo is a new run: one that already ran in this folder (its
+    # run.json says so) is replaced; a folder without one is left alone.
+    from keras_unet2015 import run_folder
+
+    args.fresh_run = run_folder.RunRecord(output_dir).status is not None
 
     _say(
         args,
@@ -760,7 +808,30 @@ def _save_figure(path, image, labels, weights, probabilities, segments):
 # === train ===
 
 
+# `train` options that do not change what a run computes: a folder resumed
+# with other values of these is the same run.
+_NOT_RUN_SETTINGS = frozenset(
+    (
+        "command",
+        "backend",
+        "verbose",
+        "output_dir",
+        "restart",
+        "time_limit",
+        "workers",
+        "images",
+        "labels",
+        "tensorboard",
+    )
+)
+
+
 def _run_train(args):
+    import shutil
+
+    import keras
+
+    from keras_unet2015 import run_folder
     from keras_unet2015 import training
     from keras_unet2015.datasets import load_paired_folders
     from keras_unet2015.datasets import train_validation_split
@@ -791,18 +862,6 @@ def _run_train(args):
             validation_indices=args.validation_indices,
         )
     output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    backup = output_dir / training.BACKUP_DIR_NAME
-    if args.restart and backup.exists():
-        import shutil
-
-        shutil.rmtree(backup)
-    _say(
-        args,
-        f"{len(images)} samples: training on {len(train_ids)}, validating "
-        f"on {len(val_ids)} ({', '.join(names[i] for i in val_ids) or '-'})."
-        f" Computing weight maps (w0={args.w0}, sigma={args.sigma})...",
-    )
     config = {
         key: value
         for key, value in vars(args).items()
@@ -810,7 +869,47 @@ def _run_train(args):
     }
     config["train_samples"] = [names[i] for i in train_ids]
     config["validation_samples"] = [names[i] for i in val_ids]
-    (output_dir / "config.json").write_text(json.dumps(config, indent=2))
+    identity = {
+        key: value
+        for key, value in config.items()
+        if key not in _NOT_RUN_SETTINGS
+    }
+    data = run_folder.fingerprint(images, labels)
+    record = run_folder.RunRecord(output_dir)
+    if args.restart:
+        training.clear_run_folder(output_dir)
+    else:
+        status = record.check(identity, data)
+        if status == "finished":
+            # A kill between recording the end and deleting the backup
+            # leaves it behind; it is of no use any more.
+            shutil.rmtree(output_dir / training.BACKUP_DIR_NAME, True)
+            _say(
+                args,
+                f"{output_dir} holds this run, finished: nothing to do. "
+                f"Model: {output_dir / training.CHECKPOINT_NAME}. Pass "
+                "--restart to train it again from scratch.",
+            )
+            return 0
+        if status == "diverged":
+            raise CommandError(
+                f"The run in {output_dir} diverged "
+                f"({record.read().get('divergence')}); resuming it would "
+                "diverge again. Pass --restart (with a lower "
+                "--learning-rate) to train a new run, or use another "
+                "--output-dir."
+            )
+        if status is not None:
+            _say(args, f"Resuming the run in {output_dir}.")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record.start(identity, data, backend=keras.backend.backend())
+    _say(
+        args,
+        f"{len(images)} samples: training on {len(train_ids)}, validating "
+        f"on {len(val_ids)} ({', '.join(names[i] for i in val_ids) or '-'})."
+        f" Computing weight maps (w0={args.w0}, sigma={args.sigma})...",
+    )
+    run_folder.write_json(output_dir / "config.json", config)
 
     targets, weights = training.prepare_targets(
         [labels[i] for i in train_ids],
@@ -874,6 +973,7 @@ def _run_train(args):
 
 
 def _expand_inputs(inputs):
+    """The image files of `inputs` (files and folders), each once."""
     from keras_unet2015.datasets import io
 
     files = []
@@ -888,7 +988,80 @@ def _expand_inputs(inputs):
             files.append(path)
         else:
             raise FileNotFoundError(f"Input not found: {path}")
-    return files
+    # A file named twice (a folder and a file in it) is predicted once.
+    unique = {}
+    for path in files:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
+
+
+def _output_names(stem):
+    """The files `predict` may write for an input named `stem`."""
+    # The mask is a PNG for one page and a TIFF for a stack: both count.
+    return (
+        f"{stem}_probabilities.tif",
+        f"{stem}_mask.png",
+        f"{stem}_mask.tif",
+    )
+
+
+def _check_outputs(files, output_dir, overwrite):
+    """Refuses outputs that collide, overwrite, or land among the inputs.
+
+    Runs before the model is loaded, so that nothing is written when a
+    check fails.
+    """
+    output = output_dir.resolve()
+    inside = [path for path in files if path.parent.resolve() == output]
+    if inside:
+        raise CommandError(
+            f"--output-dir {output_dir} holds input images "
+            f"({_some(p.name for p in inside)}): predict never writes into "
+            "a folder it reads, or a later run would segment its own "
+            "*_probabilities.tif and *_mask.png files. Choose another "
+            f"folder, e.g. --output-dir {output_dir / 'predictions'}."
+        )
+    by_stem = {}
+    for path in files:
+        # casefold: on macOS and Windows `A.png` and `a.png` give one file.
+        by_stem.setdefault(path.stem.casefold(), []).append(path)
+    collisions = [paths for paths in by_stem.values() if len(paths) > 1]
+    if collisions:
+        listed = _some(
+            (
+                f"{paths[0].stem}: {', '.join(map(str, paths))}"
+                for paths in collisions
+            ),
+            separator="; ",
+        )
+        raise CommandError(
+            f"{sum(map(len, collisions))} input files share a name and "
+            f"would write the same output files ({listed}). Rename them, "
+            "or predict each folder into its own --output-dir."
+        )
+    if overwrite:
+        return
+    existing = [
+        name
+        for path in files
+        for name in _output_names(path.stem)
+        if (output_dir / name).exists()
+    ]
+    if existing:
+        raise CommandError(
+            f"{len(existing)} output files exist already in {output_dir} "
+            f"({_some(existing)}). Pass --overwrite to replace them, or "
+            "choose another --output-dir."
+        )
+
+
+def _some(names, limit=5, separator=", "):
+    """`a, b, c` or `a, b, c and 4 more`."""
+    names = list(names)
+    text = separator.join(names[:limit])
+    if len(names) > limit:
+        text += f" and {len(names) - limit} more"
+    return text
 
 
 def _load_model(path, preset=None):
@@ -898,18 +1071,86 @@ def _load_model(path, preset=None):
         from keras_unet2015 import presets
 
         try:
-            return presets.load_preset(preset)
+            model = presets.load_preset(preset)
         except ValueError as error:
             raise CommandError(f"--preset: {error}") from None
+        _check_finite_weights(model, f"--preset {preset}")
+        return model
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Model file not found: {path}")
     try:
-        return keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False)
     except Exception as error:
+        raise CommandError(_load_error_message(path, error)) from error
+    _check_finite_weights(model, path)
+    return model
+
+
+def _load_error_message(path, error):
+    """Why a model file did not load, in the user's terms."""
+    import zipfile
+
+    if path.suffix != ".keras":
+        return f"Could not load the model {path}: {error}"
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        head = file.read(8)
+    if head.startswith(b"\x89HDF"):
+        return (
+            f"{path} is an HDF5 file (a legacy .h5 model or a weights "
+            "file), not a .keras file. Save the model with "
+            "`model.save('model.keras')`."
+        )
+    if not zipfile.is_zipfile(path):
+        return (
+            f"{path} is not a valid, complete .keras file (a zip archive; "
+            f"this file of {size} bytes has no readable archive "
+            "directory): it is truncated or corrupt, e.g. by an "
+            "interrupted copy or save. Copy it again, or use another "
+            "checkpoint of the run (best.keras, model.keras)."
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as zip_error:
+        damaged = str(zip_error)
+        names = set()
+    if damaged is not None:
+        return (
+            f"{path} is a corrupt .keras file ({damaged} does not read "
+            "back intact). Copy it again, or use another checkpoint of the "
+            "run."
+        )
+    missing = [n for n in ("config.json", "model.weights.h5") if n not in names]
+    if missing:
+        return (
+            f"{path} is an incomplete .keras file: it lacks "
+            f"{' and '.join(missing)}."
+        )
+    return f"Could not load the model {path}: {error}"
+
+
+def _check_finite_weights(model, source):
+    """Refuses a model whose weights hold NaN or infinity."""
+    import keras
+    import numpy as np
+
+    bad = [
+        weight.path
+        for weight in model.weights
+        if not np.isfinite(keras.ops.convert_to_numpy(weight)).all()
+    ]
+    if bad:
         raise CommandError(
-            f"Could not load the model {path}: {error}"
-        ) from error
+            f"The model {source} has non-finite weights (NaN or infinity) "
+            f"in {len(bad)} of {len(model.weights)} weight tensors (e.g. "
+            f"{bad[0]}): its training diverged, and every prediction "
+            "would be meaningless. Use an earlier checkpoint of the run "
+            "(e.g. best.keras), or train again with a lower "
+            "--learning-rate."
+        )
 
 
 def _predict_probabilities(predictor, model, image, foreground_class):
@@ -977,10 +1218,12 @@ def _run_predict(args):
             f"--threshold must be in [0, 1], got {args.threshold}"
         )
     files = _expand_inputs(args.inputs)
+    output_dir = Path(args.output_dir)
+    _check_outputs(files, output_dir, args.overwrite)
     model = _load_model(args.model, args.preset)
     predictor = _make_predictor(args, model)
-    output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    written = 0
     progress = keras.utils.Progbar(len(files)) if args.verbose == 1 else None
     for path in files:
         pages = _images_of_file(path)
@@ -1000,9 +1243,10 @@ def _run_predict(args):
         )
         suffix = ".png" if masks.ndim == 2 else ".tif"
         io.write_image(output_dir / f"{path.stem}_mask{suffix}", masks)
+        written += 2
         if progress is not None:
             progress.add(1)
-    _say(args, f"Wrote {2 * len(files)} files to {output_dir}")
+    _say(args, f"Wrote {written} files to {output_dir}")
     return 0
 
 

@@ -6,17 +6,19 @@ slices 0-24 with a fixed recipe (`ISBI2012_RECIPE`), validates it on slices
 the best checkpoint (lowest validation Rand error) on slices 25-29 with and
 without test-time augmentation. Everything goes into `output_dir`:
 
-- `recipe.json`: the recipe of the run. Starting again with another recipe
-  is refused (pass `restart=True` to start the folder over);
+- `run.json`, `recipe.json`: the recipe of the run, a fingerprint of its
+  data and its status. Starting again with another recipe or other data is
+  refused (pass `restart=True` to start the folder over); a finished run
+  is not trained again (the call only evaluates it);
 - `training_log.csv`: the learning curve, one row per epoch: `epoch`,
   `steps` (optimizer steps so far), `wall_time` (seconds of training so
   far, summed over the invocations), `loss`, `val_pixel_error`,
   `val_rand_error`, `val_jaccard`;
 - `learning_curve.png`: the same curve drawn;
 - `model.keras`, `best.keras`, `best.json`: the last and the best model;
-- `backup/`, `backup_random_state.npz`: the training state while the run
-  is unfinished. Starting the same run again (also after a `time_limit`
-  stop or a crash) resumes it exactly where its last epoch ended;
+- `backup/`: the training state while the run is unfinished. Starting the
+  same run again (also after a `time_limit` stop, a crash or a kill at any
+  moment) resumes it exactly where its last complete epoch ended;
 - `results.json`: the held-out scores of `best.keras`, plain and with
   `tta="dihedral"` (the paper averaged 7 rotated inputs; the 8 rotations
   and flips of the dihedral group are the closest built-in choice).
@@ -36,7 +38,6 @@ results["tta_none"]["rand_error"], results["tta_dihedral"]["rand_error"]
 
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -76,16 +77,12 @@ RESULTS_NAME = "results.json"
 CURVE_NAME = "learning_curve.png"
 TTA_MODES = ("none", "dihedral")
 
-# Files of a run folder that `restart=True` removes (nothing else).
+# Files of a run folder that `restart=True` removes besides those of
+# `training.RUN_FILES` (nothing else).
 _RUN_FILES = (
     RECIPE_NAME,
     RESULTS_NAME,
     CURVE_NAME,
-    "training_log.csv",
-    "model.keras",
-    "best.keras",
-    "best.json",
-    "backup_random_state.npz",
     "backup_random_state.tmp.npz",
 )
 
@@ -117,43 +114,51 @@ def _recipe(overrides):
     return recipe
 
 
-def _check_run_folder(output_dir, recipe, backend, restart):
-    """Refuses to mix two recipes in one folder; starts over on `restart`."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    record = output_dir / RECIPE_NAME
+def _check_run_folder(output_dir, recipe, data, backend, restart):
+    """Refuses to mix two recipes in one folder; starts over on `restart`.
+
+    Returns:
+        The folder's status: `None` (new), `"running"` or `"finished"`.
+    """
+    from keras_unet2015 import run_folder
+    from keras_unet2015 import training
+
+    record = run_folder.RunRecord(output_dir)
     if restart:
-        for name in _RUN_FILES:
-            (output_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(output_dir / "backup", ignore_errors=True)
-    elif record.is_file():
-        saved = json.loads(record.read_text())
-        saved_recipe = saved.get("recipe", {})
-        changed = {
-            key: (saved_recipe.get(key), value)
-            for key, value in recipe.items()
-            if saved_recipe.get(key) != value
-        }
-        if changed:
-            details = ", ".join(
-                f"{key}: {old!r} -> {new!r}"
-                for key, (old, new) in sorted(changed.items())
-            )
-            raise ValueError(
-                f"{output_dir} holds a run with another recipe ({details}). "
-                "Use another output folder, or restart=True (--restart) to "
-                "delete that run and start over."
-            )
-        if saved.get("backend") != backend:
-            # Weights and optimizer state load across backends, but the
-            # random streams differ: the resumed run is no longer exact.
-            print(
-                f"Note: {output_dir} was started with the "
-                f"{saved.get('backend')} backend and resumes with {backend}; "
-                "the remaining epochs draw other dropout masks."
-            )
-    record.write_text(
-        json.dumps({"recipe": recipe, "backend": backend}, indent=2)
-    )
+        training.clear_run_folder(output_dir, extra=_RUN_FILES)
+    legacy = output_dir / RECIPE_NAME
+    if not restart and record.read() is None and legacy.is_file():
+        # A run folder of version 0.1.0.dev0 before run.json: its recipe.
+        saved = json.loads(legacy.read_text())
+        finished = (
+            not (output_dir / training.BACKUP_DIR_NAME).exists()
+            and (output_dir / training.CHECKPOINT_NAME).is_file()
+        )
+        record.start(
+            saved.get("recipe", {}), None, backend=saved.get("backend")
+        )
+        if finished:
+            record.set_status("finished")
+    status = record.check(recipe, data, what="run with another recipe")
+    saved_backend = (record.read() or {}).get("backend", backend)
+    if status == "running" and saved_backend != backend:
+        # Weights and optimizer state load across backends, but the
+        # random streams differ: the resumed run is no longer exact.
+        print(
+            f"Note: {output_dir} was started with the {saved_backend} "
+            f"backend and resumes with {backend}; the remaining epochs draw "
+            "other dropout masks."
+        )
+    if status == "diverged":
+        raise ValueError(
+            f"The run in {output_dir} diverged; resuming it would diverge "
+            "again. Use restart=True (--restart) with another recipe, or "
+            "another output folder."
+        )
+    if status != "finished":
+        record.start(recipe, data, backend=backend)
+    run_folder.write_json(legacy, {"recipe": recipe, "backend": backend})
+    return status
 
 
 def reproduce_isbi2012(
@@ -222,10 +227,16 @@ def reproduce_isbi2012(
         raise ValueError(
             f"`time_limit` must be positive seconds. Received: {time_limit!r}"
         )
+    from keras_unet2015 import run_folder
+
     output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     (x, y), _ = isbi2012.load_data(data_dir)
-    _check_run_folder(output_dir, recipe, keras.backend.backend(), restart)
     train_x = [x[i] for i in TRAIN_SLICES]
+    data = run_folder.fingerprint(x, y)
+    status = _check_run_folder(
+        output_dir, recipe, data, keras.backend.backend(), restart
+    )
     targets, weights = training.prepare_targets(
         [y[i] for i in TRAIN_SLICES],
         w0=recipe["w0"],
@@ -261,22 +272,23 @@ def reproduce_isbi2012(
         total_steps=total_steps,
         warmup_steps=recipe["warmup_steps"],
     )
-    training.fit(
-        model,
-        stream,
-        epochs=recipe["epochs"],
-        output_dir=output_dir,
-        validation_images=[x[i] for i in VALIDATION_SLICES],
-        validation_labels=[y[i] for i in VALIDATION_SLICES],
-        validation_freq=recipe["validation_freq"],
-        validation_tile_size=tile_size,
-        time_limit=time_limit,
-        time_limit_at="epoch",
-        verbose=verbose,
-    )
+    if status != "finished":
+        training.fit(
+            model,
+            stream,
+            epochs=recipe["epochs"],
+            output_dir=output_dir,
+            validation_images=[x[i] for i in VALIDATION_SLICES],
+            validation_labels=[y[i] for i in VALIDATION_SLICES],
+            validation_freq=recipe["validation_freq"],
+            validation_tile_size=tile_size,
+            time_limit=time_limit,
+            time_limit_at="epoch",
+            verbose=verbose,
+        )
     curve = read_learning_curve(output_dir / training.CSV_LOG_NAME)
     result = {
-        "finished": not (output_dir / training.BACKUP_DIR_NAME).exists(),
+        "finished": run_folder.RunRecord(output_dir).status == "finished",
         "steps": int(curve["steps"][-1]) if len(curve["steps"]) else 0,
         "wall_time": float(curve["wall_time"][-1]) if curve["steps"] else 0.0,
         "backend": keras.backend.backend(),
@@ -296,11 +308,14 @@ def reproduce_isbi2012(
                 best_model, held_out, labels, tta=tta, tile_size=tile_size
             )
             result[f"tta_{tta}"]["seconds"] = time.perf_counter() - start
-        (output_dir / RESULTS_NAME).write_text(json.dumps(result, indent=2))
-        plot_learning_curve(
-            curve,
+        run_folder.write_json(output_dir / RESULTS_NAME, result)
+        run_folder.atomic_write(
             output_dir / CURVE_NAME,
-            title=f"ISBI 2012, U-Net {recipe['filters']} filters",
+            lambda path: plot_learning_curve(
+                curve,
+                path,
+                title=f"ISBI 2012, U-Net {recipe['filters']} filters",
+            ),
         )
     return result
 

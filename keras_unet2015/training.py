@@ -40,15 +40,15 @@ history = keras_unet2015.training.fit(
 ```
 """
 
-import json
-import math
 import os
 import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
+from keras_unet2015 import run_folder
+from keras_unet2015.callbacks import run_state
+from keras_unet2015.callbacks.run_state import TrainingDivergedError
 from keras_unet2015.callbacks.segmentation_metrics import SegmentationMetrics
 from keras_unet2015.distribution import active_num_replicas
 from keras_unet2015.distribution import check_batch_size
@@ -64,7 +64,7 @@ OPTIMIZERS = ("sgd", "adam")
 CHECKPOINT_NAME = "model.keras"
 BEST_CHECKPOINT_NAME = "best.keras"
 BACKUP_DIR_NAME = "backup"
-RANDOM_STATE_NAME = "backup_random_state.npz"
+RECORD_NAME = run_folder.RECORD_NAME
 CSV_LOG_NAME = "training_log.csv"
 TENSORBOARD_DIR_NAME = "tensorboard"
 
@@ -303,14 +303,25 @@ def prepare_targets(
 ):
     """Training targets and the paper's weight maps for a list of labels.
 
-    - `"binary"` labels (1 = cell): the cells are the 4-connected
-      components of the label 1, the weight map is
+    - `"binary"` labels (0 = background, any other value = cell, e.g. the
+      ISBI 2012 0/255 labels): the cells are the 4-connected components of
+      the non-zero pixels, the weight map is
       `keras_unet2015.weight_maps.unet_weight_map` (class balance plus the
       border term `w0 * exp(-(d1 + d2)^2 / (2 sigma^2))`).
     - `"instances"` (one id per object, 0 = background): touching objects
       are cut apart first (`target_and_weight_map`), then as above.
     - `"classes"` (multi-class maps): the border term needs cells and is not
       used; the weights balance the class frequencies only.
+
+    The labels are checked first, and a `ValueError` names the label map,
+    the values found and the fix: every map must be 2D, non-empty, and
+    hold non-negative whole numbers; `"binary"` maps at most two values,
+    one of them 0 where there are two; `"classes"` maps values in
+    `[0, num_classes)` (0/255 masks are pointed to `"binary"`);
+    `"instances"` labels in which every map holds a single id in several
+    separate regions (binary masks, such as 0/255 labels, passed as
+    instances, which would lose the border term) are pointed to
+    `"binary"` too.
 
     Args:
         labels: list or array of label maps `(height, width)`.
@@ -326,8 +337,8 @@ def prepare_targets(
         verbose: int. `1` shows a progress bar. Defaults to `0`.
 
     Returns:
-        `(targets, weights)`: lists of `uint8` class maps and `float32`
-        weight maps.
+        `(targets, weights)`: lists of `uint8` class maps (`int32` for
+        more than 256 classes) and `float32` weight maps.
 
     Example:
 
@@ -342,6 +353,7 @@ def prepare_targets(
     True
     ```
     """
+    from keras_unet2015 import _label_checks
     from keras_unet2015 import weight_maps
 
     modes = ("binary", "instances", "classes")
@@ -349,7 +361,12 @@ def prepare_targets(
         raise ValueError(
             f"`label_mode` must be one of {modes}. Received: {label_mode!r}"
         )
-    labels = list(labels)
+    labels = [
+        _label_checks.check_label_map(label, index, label_mode, num_classes)
+        for index, label in enumerate(labels)
+    ]
+    if label_mode == "instances":
+        _label_checks.check_instances_are_not_masks(labels)
     progress = keras.utils.Progbar(len(labels)) if verbose else None
     targets, weights = [], []
     for label in labels:
@@ -366,7 +383,7 @@ def prepare_targets(
                 label, w0=w0, sigma=sigma, class_weights=class_weights
             )
         else:
-            target = label.astype("uint8")
+            target = label.astype("uint8" if num_classes <= 256 else "int32")
             weight = weight_maps.class_weight_map(
                 target, class_weights, num_classes=num_classes
             )
@@ -472,171 +489,6 @@ class _TimeLimit(keras.callbacks.Callback):
             self._check()
 
 
-def _finished_all_epochs(callback):
-    """Whether the last epoch of `fit` ran (not stopped early)."""
-    last = getattr(callback, "_last_epoch_seen", None)
-    epochs = (callback.params or {}).get("epochs")
-    return last is not None and epochs is not None and last + 1 >= epochs
-
-
-class _BackupAndRestore(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` that keeps the backup of a run stopped early.
-
-    Keras deletes the backup whenever training ends, also when a callback
-    stopped it before the last epoch (`--time-limit`, early stopping): the
-    next start of the same run would then begin again from scratch. Here
-    the backup is deleted only when the last epoch has run, so a run
-    stopped by a time limit resumes where it stopped.
-    """
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._last_epoch_seen = epoch
-        super().on_epoch_end(epoch, logs)
-
-    def on_train_end(self, logs=None):
-        if _finished_all_epochs(self):
-            super().on_train_end(logs)
-
-
-class _RandomStateBackup(keras.callbacks.Callback):
-    """Backs up the model's random-number state next to `BackupAndRestore`.
-
-    `keras.callbacks.BackupAndRestore` restores weights, optimizer state
-    and epoch, but not the state of the layers' `SeedGenerator`s (the
-    dropout masks): without this callback a resumed run draws different
-    dropout masks than an uninterrupted one. Saved at the end of every
-    epoch, restored at the start of training, deleted when training ends.
-    """
-
-    def __init__(self, path):
-        super().__init__()
-        self.path = Path(path)
-
-    def _variables(self):
-        return [
-            v
-            for v in self.model.non_trainable_variables
-            if "seed_generator_state" in v.path
-        ]
-
-    def on_train_begin(self, logs=None):
-        if not self.path.is_file():
-            return
-        variables = self._variables()
-        with np.load(self.path) as saved:
-            values = [saved[f"state_{i}"] for i in range(len(variables))]
-            torch_state = saved["torch"] if "torch" in saved.files else None
-        for variable, value in zip(variables, values):
-            variable.assign(value)
-        if torch_state is not None and keras.backend.backend() == "torch":
-            import torch
-
-            torch.set_rng_state(torch.from_numpy(torch_state))
-
-    def on_epoch_end(self, epoch, logs=None):
-        values = {
-            f"state_{i}": keras.ops.convert_to_numpy(v)
-            for i, v in enumerate(self._variables())
-        }
-        if keras.backend.backend() == "torch":
-            # Unseeded dropout on PyTorch draws from torch's global
-            # generator, not from the layer's SeedGenerator.
-            import torch
-
-            values["torch"] = torch.get_rng_state().numpy()
-        temporary = self.path.with_suffix(".tmp.npz")
-        np.savez(temporary, **values)
-        os.replace(temporary, self.path)
-        self._last_epoch_seen = epoch
-
-    def on_train_end(self, logs=None):
-        # Kept, like the backup, when training stopped before its last
-        # epoch (a time limit): the run resumes from both.
-        if _finished_all_epochs(self) and self.path.is_file():
-            self.path.unlink()
-
-
-class _LearningCurveLog(keras.callbacks.Callback):
-    """Adds `steps` and `wall_time` to the epoch logs, for the CSV log.
-
-    `steps` is the optimizer's iteration count after the epoch and
-    `wall_time` the seconds of training so far, summed over the
-    invocations of a resumed run: the count continues from the last row of
-    an existing CSV log. Runs before `keras.callbacks.CSVLogger`, so its
-    rows are the run's learning curve.
-    """
-
-    def __init__(self, csv_path):
-        super().__init__()
-        self.csv_path = Path(csv_path)
-        self.offset = 0.0
-        self.start = None
-
-    def on_train_begin(self, logs=None):
-        self.offset = _last_logged(self.csv_path, "wall_time") or 0.0
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        iterations = getattr(self.model.optimizer, "iterations", None)
-        if iterations is not None:
-            logs["steps"] = int(keras.ops.convert_to_numpy(iterations))
-        logs["wall_time"] = self.offset + time.perf_counter() - self.start
-
-
-def _last_logged(csv_path, column):
-    """The last value of `column` in a CSV log, or `None`."""
-    import csv
-
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        return None
-    value = None
-    with open(csv_path, newline="") as file:
-        for row in csv.DictReader(file):
-            try:
-                value = float(row.get(column, ""))
-            except ValueError:
-                continue
-    return value
-
-
-class _BestModelCheckpoint(keras.callbacks.Callback):
-    """Saves the model whenever a monitored error reaches a new minimum.
-
-    Unlike `keras.callbacks.ModelCheckpoint(save_best_only=True)`, epochs
-    without a value (`nan`, logged by `SegmentationMetrics` between
-    evaluations) are skipped instead of becoming the reference (Keras
-    compares later values with the first one it sees, and every comparison
-    with `nan` is false). The best value and its epoch are kept in a JSON
-    file next to the model, so a resumed run continues from them.
-    """
-
-    def __init__(self, path, monitor):
-        super().__init__()
-        self.path = Path(path)
-        self.record = self.path.with_suffix(".json")
-        self.monitor = monitor
-        self.best = math.inf
-
-    def on_train_begin(self, logs=None):
-        if self.record.is_file() and self.path.is_file():
-            self.best = json.loads(self.record.read_text())["value"]
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or not math.isfinite(value) or value >= self.best:
-            return
-        self.best = float(value)
-        self.model.save(self.path)
-        self.record.write_text(
-            json.dumps(
-                {"monitor": self.monitor, "value": self.best, "epoch": epoch}
-            )
-        )
-
-
 def make_callbacks(
     output_dir,
     checkpoint=True,
@@ -651,24 +503,28 @@ def make_callbacks(
 ):
     """The callbacks of a training run writing to `output_dir`.
 
+    Every file is written atomically (`keras_unet2015.run_folder`): a
+    process killed at any moment leaves the complete previous file, and
+    starting the same run again resumes from the newest complete epoch.
+
     Args:
         output_dir: str or `Path`. Run folder. Receives `model.keras` (the
             model after the last finished epoch), `best.keras` and
             `best.json` (the model with the lowest validation Rand error,
             its value and epoch; with validation images),
-            `training_log.csv`, `backup/` (while the run is unfinished) and
-            `tensorboard/`.
+            `training_log.csv`, `run.json` (the run's status), `backup/`
+            (while the run is unfinished) and `tensorboard/`.
         checkpoint: bool. Save `model.keras` after every epoch. Defaults to
             `True`.
-        resume: bool. Back up the training state (weights, optimizer,
-            epoch) after every epoch with `keras.callbacks.BackupAndRestore`,
-            and the dropout random state next to it, and resume from them
-            when the same run starts again. The backup is deleted when the
-            last epoch has run and kept when training stopped earlier (a
-            time limit, early stopping), so such a run resumes too.
-            Defaults to `True`.
-        csv_log: bool. Append one row per epoch to `training_log.csv`:
-            the logs of the epoch plus `steps` (optimizer steps so far) and
+        resume: bool. Save the training state after every epoch into
+            `backup/epoch-NNNNNN/` (weights, optimizer state, the random
+            state of dropout, the log rows and the best value so far), and
+            resume from the newest complete one when the same run starts
+            again. The backup is deleted when the last epoch has run and
+            kept when training stopped earlier (a time limit, early
+            stopping, a crash), so such a run resumes. Defaults to `True`.
+        csv_log: bool. Write `training_log.csv`, one row per epoch: the
+            logs of the epoch plus `steps` (optimizer steps so far) and
             `wall_time` (seconds of training so far, over all invocations
             of a resumed run), the run's learning curve. Defaults to
             `True`.
@@ -683,68 +539,66 @@ def make_callbacks(
         verbose: int. Verbosity of the validation callback. Defaults to `0`.
 
     Returns:
-        A list of callbacks, in the order they must run (the validation
-        callback first, so that later ones see its values).
+        A list of callbacks, in the order they must run: the divergence
+        check first (a NaN loss or weight stops training and nothing of
+        that epoch is saved), then validation (so that later callbacks see
+        its values), the checkpoints, the log and the training state.
 
     Example:
 
     ```python
     >>> callbacks = keras_unet2015.training.make_callbacks("run")
-    >>> sorted(type(c).__name__.lstrip("_") for c in callbacks)
-    ['BackupAndRestore', 'CSVLogger', 'LearningCurveLog', 'ModelCheckpoint',
-     'RandomStateBackup']
+    >>> [type(c).__name__.lstrip("_") for c in callbacks]
+    ['DivergenceWatch', 'ModelCheckpoint', 'LearningCurveLog', 'RunState']
     ```
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    callbacks = []
+    watch = run_state._DivergenceWatch()
+    callbacks = [watch]
     has_validation = validation_images is not None
     if has_validation:
         if validation_labels is None:
             raise ValueError(
                 "`validation_labels` are required with `validation_images`."
             )
-        callbacks.append(
-            SegmentationMetrics(
-                validation_images,
-                validation_labels,
-                frequency=validation_freq,
-                tile_size=validation_tile_size,
-                verbose=verbose,
-            )
+        metrics_callback = SegmentationMetrics(
+            validation_images,
+            validation_labels,
+            frequency=validation_freq,
+            tile_size=validation_tile_size,
+            verbose=verbose,
         )
-    if resume:
-        callbacks.append(
-            _BackupAndRestore(
-                os.fspath(output_dir / BACKUP_DIR_NAME),
-                save_freq="epoch",
-                delete_checkpoint=True,
-            )
-        )
-        callbacks.append(_RandomStateBackup(output_dir / RANDOM_STATE_NAME))
+        metrics_callback._divergence_watch = watch
+        callbacks.append(metrics_callback)
+    companions = []
     if checkpoint:
         callbacks.append(
-            keras.callbacks.ModelCheckpoint(
-                os.fspath(output_dir / CHECKPOINT_NAME), save_freq="epoch"
-            )
+            run_state._ModelCheckpoint(output_dir / CHECKPOINT_NAME, watch)
         )
         if has_validation:
-            callbacks.append(
-                _BestModelCheckpoint(
-                    output_dir / BEST_CHECKPOINT_NAME, "val_rand_error"
-                )
+            best = run_state._BestModelCheckpoint(
+                output_dir / BEST_CHECKPOINT_NAME, "val_rand_error", watch
             )
+            callbacks.append(best)
+            companions.append(best)
     if csv_log:
-        callbacks.append(_LearningCurveLog(output_dir / CSV_LOG_NAME))
-        callbacks.append(
-            keras.callbacks.CSVLogger(
-                os.fspath(output_dir / CSV_LOG_NAME), append=resume
-            )
-        )
+        log = run_state._LearningCurveLog(output_dir / CSV_LOG_NAME, watch)
+        callbacks.append(log)
+        companions.append(log)
     if tensorboard:
         callbacks.append(
             keras.callbacks.TensorBoard(
                 os.fspath(output_dir / TENSORBOARD_DIR_NAME)
+            )
+        )
+    if resume:
+        callbacks.append(
+            run_state._RunState(
+                output_dir / BACKUP_DIR_NAME,
+                companions=companions,
+                watch=watch,
+                record=run_folder.RunRecord(output_dir),
             )
         )
     return callbacks
@@ -768,6 +622,7 @@ def fit(
     time_limit=None,
     verbose=1,
     time_limit_at="batch",
+    restart=False,
 ):
     """Trains a compiled U-Net with checkpoints, resuming and validation.
 
@@ -810,9 +665,21 @@ def fit(
             the epoch during which it passed, so that a run resumed after
             the stop continues exactly as an uninterrupted run would.
             Defaults to `"batch"`.
+        restart: bool. Delete the run in `output_dir` (the files the
+            package wrote there: `run.json`, checkpoints, log, backup,
+            TensorBoard logs) and start a fresh run. Defaults to `False`.
 
     Returns:
         The `keras.callbacks.History` of `model.fit`.
+
+    Raises:
+        ValueError: if `output_dir` holds a finished run (its `run.json`
+            says so) and `restart` is false: training it again would
+            overwrite its model.
+        keras_unet2015.training.TrainingDivergedError: if the loss or the
+            weights became NaN or inf. Training stops in that epoch and
+            nothing of it is saved: the run folder keeps the last good
+            epoch.
 
     Example:
 
@@ -828,8 +695,9 @@ def fit(
         model, stream, epochs=2, output_dir="run", verbose=0,
         validation_images=images[3:], validation_labels=labels[3:],
     )
-    # Running it again resumes from run/backup; run/model.keras and
-    # run/best.keras hold the last and the best model.
+    # Interrupted (a time limit, a crash, a kill), the same call resumes
+    # from run/backup; run/model.keras and run/best.keras hold the last and
+    # the best model.
     ```
     """
     from keras_unet2015.datasets.training_sample_stream import (
@@ -849,6 +717,18 @@ def fit(
     if isinstance(train_data, TrainingSampleStream):
         all_callbacks.append(_StreamEpochSync(train_data))
     if output_dir is not None:
+        record = run_folder.RunRecord(output_dir)
+        if restart:
+            clear_run_folder(output_dir)
+        elif record.status == "finished":
+            raise ValueError(
+                f"{output_dir} holds a finished run (its {RECORD_NAME} says "
+                "so): training again would overwrite its model. Pass "
+                "restart=True (--restart) to train a new run there, or "
+                "another output folder."
+            )
+        if record.status is None:
+            record.start(None)
         all_callbacks += make_callbacks(
             output_dir,
             checkpoint=checkpoint,
@@ -889,7 +769,16 @@ def fit(
         else:
             all_callbacks.append(limit)
     all_callbacks += list(callbacks or [])
-    return model.fit(
+    if output_dir is None:
+        watch = run_state._DivergenceWatch()
+        all_callbacks.insert(0, watch)
+    else:
+        watch = next(
+            c
+            for c in all_callbacks
+            if isinstance(c, run_state._DivergenceWatch)
+        )
+    history = model.fit(
         train_data,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
@@ -900,3 +789,56 @@ def fit(
         # restore: it would change the order of an epoch's batches.
         shuffle=False,
     )
+    if watch.diverged is not None:
+        if output_dir is not None:
+            run_folder.RunRecord(output_dir).set_status(
+                "diverged", divergence=watch.diverged
+            )
+        raise TrainingDivergedError(watch.message(output_dir))
+    return history
+
+
+#: Files and folders of a run folder that the package writes (and
+#: `clear_run_folder` deletes).
+RUN_FILES = (
+    RECORD_NAME,
+    CHECKPOINT_NAME,
+    BEST_CHECKPOINT_NAME,
+    "best.json",
+    CSV_LOG_NAME,
+    BACKUP_DIR_NAME,
+    TENSORBOARD_DIR_NAME,
+    "backup_random_state.npz",
+    "config.json",
+)
+
+
+def clear_run_folder(output_dir, extra=()):
+    """Deletes the run in `output_dir`: the files the package wrote there.
+
+    Removes `RUN_FILES` (and the names in `extra`) and temporary files of a
+    killed process; any other file in the folder is kept.
+
+    Args:
+        output_dir: str or `Path`. The run folder.
+        extra: names of more files or folders to delete.
+
+    Example:
+
+    ```python
+    keras_unet2015.training.clear_run_folder("run")
+    # run/ keeps only files the package did not write.
+    ```
+    """
+    import shutil
+
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return
+    run_folder.remove_partial_files(output_dir)
+    for name in tuple(RUN_FILES) + tuple(extra):
+        path = output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()

@@ -32,6 +32,7 @@ Reference:
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 from scipy import ndimage
@@ -257,7 +258,9 @@ def border_weight_map(
     `d2` are the distances of `border_distances`: where there is no second
     cell (an image with fewer than two cells) the term is 0. The image
     border is not a cell border, so a gap between a cell and the image edge
-    gets no weight.
+    gets no weight. Integer labels whose cells all carry one id in several
+    separate regions (a 0/255 mask passed as instances) warn, as in
+    `unet_weight_map`.
 
     Exactness: the term is below `tolerance * w0` wherever
     `d1 + d2 > D = sigma * sqrt(2 * ln(1 / tolerance))` (26.3 px for the
@@ -297,6 +300,12 @@ def border_weight_map(
     instances = _as_instances(labels, connectivity)
     w0, sigma = _check_w0_sigma(w0, sigma)
     cutoff = _cutoff(sigma, tolerance)
+    _warn_if_mask_as_instances(labels, instances)
+    return _border_term(instances, w0, sigma, cutoff)
+
+
+def _border_term(instances, w0, sigma, cutoff):
+    """`border_weight_map` of checked instances (see there)."""
     out = np.zeros(instances.shape, np.float32)
     images = instances[None] if instances.ndim == 2 else instances
     outputs = out[None] if instances.ndim == 2 else out
@@ -424,7 +433,15 @@ def unet_weight_map(
     Defined results for special inputs: an image without cells gets
     `w = w_c` (1 everywhere with `"balanced"`); an image with one cell has
     no second-nearest cell and gets `w = w_c`; cells touching the image
-    border are measured inside the image only.
+    border are measured inside the image only. Empty labels (an image or a
+    batch with no pixel) raise a `ValueError`.
+
+    Integer labels are instance ids. An image whose cells all carry one id
+    in several separate regions is what a 0/255 mask passed as instances
+    looks like (the ISBI 2012 labels: one id, 255): it is one cell, and
+    the border term is 0. That gives a `UserWarning` saying how to pass
+    the mask (`labels == 255`, a boolean mask whose connected components
+    are the cells). One cell in one piece does not warn.
 
     Args:
         labels: integer instance labels (0 = background) or a boolean
@@ -468,10 +485,11 @@ def unet_weight_map(
     ```
     """
     instances = _as_instances(labels, connectivity)
+    w0, sigma = _check_w0_sigma(w0, sigma)
+    cutoff = _cutoff(sigma, tolerance)
+    _warn_if_mask_as_instances(labels, instances)
     weights = class_weight_map(instances != 0, class_weights, num_classes=2)
-    weights += border_weight_map(
-        instances, w0=w0, sigma=sigma, tolerance=tolerance
-    )
+    weights += _border_term(instances, w0, sigma, cutoff)
     return weights
 
 
@@ -737,10 +755,61 @@ def _check_instances(labels):
 
 def _as_instances(labels, connectivity):
     labels = _check_label_array(labels, "labels")
+    if labels.size == 0:
+        raise ValueError(
+            f"`labels` is empty (shape {labels.shape}): a label image needs "
+            "at least one pixel, and a batch at least one image. Check the "
+            "crop or the file the labels come from."
+        )
     if labels.dtype == bool:
         return label_instances(labels, connectivity=connectivity)
     _structure(connectivity)
     return labels
+
+
+def _warn_if_mask_as_instances(labels, instances):
+    """Warns about integer labels that look like a binary mask.
+
+    An image whose cells all carry one id, in several separate regions, is
+    what a 0/255 (or 0/1) mask passed as instances looks like: it is one
+    cell, and the border term (which needs two) is 0. It can also be a
+    legitimate cell in pieces (cut by a crop), hence a warning.
+    """
+    if np.asarray(labels).dtype == bool:
+        return
+    images = instances[None] if instances.ndim == 2 else instances
+    suspects = []
+    for index, image in enumerate(images):
+        ids = image[image != 0]
+        if ids.size == 0 or ids.min() != ids.max():
+            continue
+        regions = ndimage.label(image != 0, structure=_structure(2))[1]
+        if regions > 1:
+            suspects.append((index, int(ids[0]), regions))
+    if not suspects:
+        return
+    index, value, regions = suspects[0]
+    if instances.ndim == 2:
+        subject = "`labels` holds"
+    else:
+        subject = f"`labels` image {index} of the batch"
+        if len(suspects) > 1:
+            subject += f" (and {len(suspects) - 1} more)"
+        subject += " holds"
+    warnings.warn(
+        f"{subject} one instance id, {value}, in {regions} "
+        "separate regions: a binary mask passed as instance labels (such "
+        "as the ISBI 2012 labels, 0 = membrane, 255 = cell). As instances "
+        "that is one cell, and the border term, which needs two cells, is "
+        f"0 everywhere. Pass the mask as booleans, `labels == {value}` "
+        "(its connected components are the cells), or the ids of "
+        "`weight_maps.isbi_instances(labels)` / `label_instances(labels)`"
+        "; with `training.prepare_targets` use `label_mode='binary'` "
+        "(`--label-mode binary` on the command line). If it really is one "
+        "cell in several pieces (cut by a crop), ignore this warning.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _structure(connectivity):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from keras_unet2015 import metrics
 from keras_unet2015.cli import main
-from keras_unet2015.datasets import make_touching_cells
+from tests.testing import write_cell_folders
 
 BACKEND = keras.backend.backend()
 
@@ -26,15 +26,7 @@ def _run(capsys, *argv):
 @pytest.fixture
 def cell_folders(tmp_path):
     """Six synthetic images with 0/255 labels, as PNG files."""
-    images, labels, _ = make_touching_cells(6, 64, cell_radius=7, seed=2)
-    for i, (image, label) in enumerate(zip(images, labels)):
-        for folder, array in (
-            ("images", (image * 255).round().astype(np.uint8)),
-            ("labels", label * 255),
-        ):
-            (tmp_path / folder).mkdir(exist_ok=True)
-            Image.fromarray(array).save(tmp_path / folder / f"{i:02d}.png")
-    return tmp_path
+    return write_cell_folders(tmp_path)
 
 
 def test_demo_quick_writes_a_figure_and_metrics(capsys, tmp_path):
@@ -49,6 +41,12 @@ def test_demo_quick_writes_a_figure_and_metrics(capsys, tmp_path):
     for key in ("pixel_error", "rand_error", "jaccard", "seg"):
         assert 0.0 <= summary[key] <= 1.0
     assert (tmp_path / "model.keras").is_file()
+    # Running the demo again in the same folder trains a new demo run.
+    code, out, err = _run(capsys, "demo", "--quick", "--output-dir", tmp_path)
+    assert code == 0, err
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == (
+        "finished"
+    )
 
 
 def test_train_predict_evaluate_round_trip(capsys, cell_folders):
@@ -233,3 +231,256 @@ def test_backend_option_selects_the_keras_backend(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"backend {other}" in result.stdout
     assert "1 images: pixel error 0.0000" in result.stdout
+
+
+def _train_tiny(capsys, folders, run, *extra):
+    return _run(
+        capsys,
+        "train",
+        "--images", folders / "images",
+        "--labels", folders / "labels",
+        "--output-dir", run,
+        "--validation-indices", "4-5",
+        "--depth", "1",
+        "--filters", "4",
+        "--input-size", "44",
+        "--epochs", "1",
+        "--steps-per-epoch", "2",
+        "--verbose", "1",
+        *extra,
+    )  # fmt: skip
+
+
+def test_train_run_folder_refuses_mixes_and_does_not_retrain(
+    capsys, cell_folders
+):
+    run = cell_folders / "run"
+    code, out, err = _train_tiny(capsys, cell_folders, run)
+    assert code == 0, err
+    model_bytes = (run / "model.keras").read_bytes()
+    log = (run / "training_log.csv").read_text()
+
+    # The same command on the finished run: nothing to do, nothing changed.
+    code, out, err = _train_tiny(capsys, cell_folders, run)
+    assert code == 0, err
+    assert "finished: nothing to do" in out and "--restart" in out
+    assert (run / "model.keras").read_bytes() == model_bytes
+
+    # Other settings: refused, naming the difference and the way out.
+    code, _, err = _train_tiny(capsys, cell_folders, run, "--filters", "6")
+    assert code == 2
+    assert "filters: 4 -> 6" in err and "--restart" in err
+    # Other data (one label changed): refused too.
+    label = cell_folders / "labels" / "01.png"
+    original = label.read_bytes()
+    array = np.asarray(Image.open(label)).copy()
+    array[:4, :4] = 255 - array[:4, :4]
+    Image.fromarray(array).save(label)
+    code, _, err = _train_tiny(capsys, cell_folders, run)
+    assert code == 2 and "other training data" in err
+    label.write_bytes(original)
+    assert (run / "model.keras").read_bytes() == model_bytes
+    assert (run / "training_log.csv").read_text() == log
+
+    # --restart is a fresh run: a new log, not appended to the old one.
+    code, _, err = _train_tiny(
+        capsys, cell_folders, run, "--filters", "6", "--restart"
+    )
+    assert code == 0, err
+    rows = (run / "training_log.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("0,")
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "finished"
+    assert record["config"]["filters"] == 6
+
+
+def test_train_divergence_exits_non_zero_with_a_clear_message(
+    capsys, cell_folders
+):
+    run = cell_folders / "run"
+    code, out, err = _train_tiny(
+        capsys, cell_folders, run, "--learning-rate", "1e30", "--epochs", "2"
+    )
+    assert code == 1
+    assert "Training diverged" in err and "--learning-rate" in err
+    assert "Done" not in out
+    assert json.loads((run / "run.json").read_text())["status"] == "diverged"
+    # The same command does not train into the diverged run again.
+    code, _, err = _train_tiny(
+        capsys, cell_folders, run, "--learning-rate", "1e30", "--epochs", "2"
+    )
+    assert code == 2 and "diverged" in err and "--restart" in err
+
+
+def test_bad_weight_options_and_label_modes_name_the_fix(capsys, cell_folders):
+    images, labels = cell_folders / "images", cell_folders / "labels"
+    train = ["train", "--images", images, "--labels", labels, "--output-dir",
+             cell_folders / "run", "--depth", "1", "--input-size", "44",
+             "--epochs", "1", "--steps-per-epoch", "1"]  # fmt: skip
+    # Today the layer's error says `sigma`, which reads as --sigma.
+    for value in ("-5", "nan"):
+        code, _, err = _run(capsys, *train, "--elastic-sigma", value)
+        assert code == 2
+        assert (
+            f"--elastic-sigma (the std of the elastic displacements, px) "
+            f"must be a non-negative number, got {float(value)}" in err
+        )
+    code, _, err = _run(capsys, *train, "--sigma", "0")
+    assert code == 2 and "--sigma (the width of the border weight" in err
+    code, _, err = _run(capsys, *train, "--w0", "-1")
+    assert code == 2 and "--w0 (the height of the border weight" in err
+    assert not (cell_folders / "run").exists()  # rejected before any work
+    # 0/255 masks read as instances: today one object per image and no
+    # border term, silently.
+    code, _, err = _run(capsys, *train, "--label-mode", "instances")
+    assert code == 2
+    assert "label_mode='instances', but every label map holds" in err
+    assert "`--label-mode binary`" in err
+
+
+# --------------------------------------------------------------------------
+# predict: nothing lost, nothing silent
+# --------------------------------------------------------------------------
+def _saved_tiny_model(path, non_finite=False):
+    from keras_unet2015 import UNet2015
+
+    keras.utils.set_random_seed(0)
+    model = UNet2015(depth=1, filters=2)
+    if non_finite:
+        weights = model.get_weights()
+        weights[0].flat[0] = np.nan
+        weights[3].flat[1] = np.inf
+        model.set_weights(weights)
+    model.save(path)
+    return path
+
+
+def _outputs(*stems):
+    return sorted(
+        name
+        for stem in stems
+        for name in (f"{stem}_probabilities.tif", f"{stem}_mask.png")
+    )
+
+
+def _predict(capsys, model, output_dir, *inputs):
+    return _run(
+        capsys,
+        "predict",
+        *inputs,
+        "--model", model,
+        "--output-dir", output_dir,
+        "--verbose", "2",
+    )  # fmt: skip
+
+
+def test_predict_refuses_inputs_with_the_same_name(capsys, cell_folders):
+    model = _saved_tiny_model(cell_folders / "model.keras")
+    images, more = cell_folders / "images", cell_folders / "more"
+    more.mkdir()
+    for name in ("00.png", "01.png"):
+        (more / name).write_bytes((images / name).read_bytes())
+    out = cell_folders / "out"
+    # It reported "Wrote 16 files" and left 12: 00 and 01 overwritten.
+    code, _, err = _predict(capsys, model, out, images, more)
+    assert code == 2
+    assert "4 input files share a name" in err
+    for path in (images / "00.png", more / "00.png", more / "01.png"):
+        assert str(path) in err
+    assert not out.exists()
+
+    # One file named twice (a folder and a file in it) is predicted once.
+    code, stdout, err = _predict(capsys, model, out, images, images / "00.png")
+    assert code == 0, err
+    assert "Wrote 12 files" in stdout
+    assert sorted(os.listdir(out)) == _outputs(*(f"{i:02d}" for i in range(6)))
+
+
+def test_predict_never_reads_its_own_outputs(capsys, cell_folders):
+    model = _saved_tiny_model(cell_folders / "model.keras")
+    images = cell_folders / "images"
+    before = sorted(os.listdir(images))
+    for inputs in ((images,), (images / "00.png",)):
+        code, _, err = _predict(capsys, model, images, *inputs)
+        assert code == 2
+        assert f"--output-dir {images} holds input images" in err
+        assert sorted(os.listdir(images)) == before
+
+    # A subfolder is fine: folders are listed without their subfolders,
+    # so a second run reads the same 6 images, not the first run's output.
+    predictions = images / "predictions"
+    code, stdout, err = _predict(capsys, model, predictions, images)
+    assert code == 0, err
+    code, stdout, err = _predict(
+        capsys, model, predictions, images, "--overwrite"
+    )
+    assert code == 0, err
+    assert "Wrote 12 files" in stdout
+    assert sorted(os.listdir(predictions)) == _outputs(
+        *(f"{i:02d}" for i in range(6))
+    )
+
+
+def test_predict_never_overwrites_without_the_option(capsys, cell_folders):
+    model = _saved_tiny_model(cell_folders / "model.keras")
+    images, out = cell_folders / "images", cell_folders / "out"
+    code, _, err = _predict(
+        capsys, model, out, images / "00.png", images / "01.png"
+    )
+    assert code == 0, err
+    first = (out / "01_probabilities.tif").read_bytes()
+
+    # A second run (another model, say) silently replaced 01.
+    code, _, err = _predict(
+        capsys, model, out, images / "01.png", images / "02.png"
+    )
+    assert code == 2
+    assert "2 output files exist already" in err
+    assert "01_probabilities.tif, 01_mask.png" in err
+    assert "--overwrite" in err
+    assert sorted(os.listdir(out)) == _outputs("00", "01")
+    assert (out / "01_probabilities.tif").read_bytes() == first
+
+    # New names may join the folder; --overwrite replaces old ones.
+    code, _, err = _predict(capsys, model, out, images / "02.png")
+    assert code == 0, err
+    code, stdout, err = _predict(
+        capsys, model, out, images / "01.png", images / "02.png",
+        "--overwrite",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "Wrote 4 files" in stdout
+    assert sorted(os.listdir(out)) == _outputs("00", "01", "02")
+
+
+def test_predict_and_evaluate_refuse_non_finite_weights(capsys, cell_folders):
+    model = _saved_tiny_model(cell_folders / "nan.keras", non_finite=True)
+    images, out = cell_folders / "images", cell_folders / "out"
+    code, _, err = _predict(capsys, model, out, images)
+    assert code == 2
+    assert "non-finite weights (NaN or infinity) in 2 of" in err
+    assert "best.keras" in err
+    assert not out.exists()
+    code, _, err = _run(
+        capsys,
+        "evaluate",
+        "--model", model,
+        "--images", images,
+        "--labels", cell_folders / "labels",
+    )  # fmt: skip
+    assert code == 2
+    assert "non-finite weights" in err
+
+
+def test_truncated_model_file_is_not_reported_as_missing(capsys, cell_folders):
+    model = _saved_tiny_model(cell_folders / "model.keras")
+    data = model.read_bytes()
+    truncated = cell_folders / "truncated.keras"
+    truncated.write_bytes(data[: len(data) // 2])
+    out = cell_folders / "out"
+    code, _, err = _predict(capsys, truncated, out, cell_folders / "images")
+    assert code == 2
+    assert f"{truncated} is not a valid, complete .keras file" in err
+    assert "truncated or corrupt" in err
+    assert "File not found" not in err
+    assert not out.exists()

@@ -513,6 +513,79 @@ def test_stream_validation_errors():
         )
 
 
+def _stream_makers():
+    """Both streams, built on the same checks."""
+    makers = [datasets.TrainingSampleStream]
+    try:
+        import tensorflow  # noqa: F401
+
+        makers.append(datasets.make_tf_dataset)
+    except ImportError:
+        pass
+    return makers
+
+
+@pytest.mark.parametrize("make", _stream_makers())
+def test_streams_reject_labels_that_are_no_class(make):
+    images, labels, _ = _identity_data()
+    sizes = dict(input_size=28, output_size=12)
+    # ISBI-style 0/255 labels: today both streams pass them to the loss.
+    with pytest.raises(ValueError) as error:
+        make(images, labels * 255, **sizes)
+    message = str(error.value)
+    assert message.startswith("Label map 0 is not a map of class indices")
+    assert "label_mode='binary'" in message and "labels // 255" in message
+    bad = labels.copy()
+    bad[1, 3, 4] = 2
+    with pytest.raises(ValueError, match=r"Label map 1 must hold integer "
+                       r"class labels in \[0, 2\); found 2 \(1 pixel, the "
+                       r"first at \(3, 4\)\)"):  # fmt: skip
+        make(images, bad, num_classes=2, **sizes)
+    make(images, bad, num_classes=3, **sizes)  # 2 is a class of 3
+    bad[1, 3, 4] = -1
+    with pytest.raises(ValueError, match="non-negative class indices; fou"):
+        make(images, bad, **sizes)
+    with pytest.raises(ValueError, match="`ignore_class=-1`"):
+        make(images, bad, num_classes=2, **sizes)
+    # The loss's ignore_class is no class but a valid label.
+    make(images, bad, num_classes=2, ignore_class=-1, **sizes)
+    with pytest.raises(ValueError, match="num_classes"):
+        make(images, labels, num_classes=0, **sizes)
+    with pytest.raises(ValueError, match="ignore_class"):
+        make(images, labels, ignore_class=0.5, **sizes)
+
+
+@pytest.mark.parametrize("make", _stream_makers())
+def test_streams_reject_weights_that_are_nan_or_negative(make):
+    images, labels, weights = _identity_data()
+    sizes = dict(input_size=28, output_size=12)
+    for value, match in (
+        (np.nan, r"Weight map 1 holds NaN/negative values: NaN at 1 pixel "
+                 r"\(the first at \(2, 3\)\)"),
+        (-1.0, r"negative at 1 pixel \(the first at \(2, 3\)\)"),
+        (np.inf, "infinite at 1 pixel"),
+    ):  # fmt: skip
+        bad = weights.copy()
+        bad[1, 2, 3] = value
+        with pytest.raises(ValueError, match=match):
+            make(images, labels, bad, **sizes)
+    zero = weights.copy()
+    zero[1] = 0.0  # zero weights leave pixels out: valid
+    make(images, labels, zero, **sizes)
+
+
+def test_checked_stream_gives_the_same_batches():
+    images, labels, weights = _identity_data()
+    common = dict(input_size=28, output_size=12, batch_size=2, seed=5)
+    plain = datasets.TrainingSampleStream(images, labels, weights, **common)
+    checked = datasets.TrainingSampleStream(
+        images, labels, weights, num_classes=2, ignore_class=255, **common
+    )
+    assert (checked.num_classes, checked.ignore_class) == (2, 255)
+    for a, b in zip(plain[0], checked[0]):
+        np.testing.assert_array_equal(a, b)
+
+
 # === tf.data and TFRecord ===
 
 

@@ -741,3 +741,40 @@ def test_bad_arguments():
 def test_exported_at_top_level():
     assert keras_unet2015.OverlapTilePredictor is OverlapTilePredictor
     assert "OverlapTilePredictor" in keras_unet2015.__all__
+
+
+@pytest.mark.parametrize(
+    "data_format, shape, kind",
+    [
+        ("channels_last", (40, 50, 3), "RGB"),
+        ("channels_last", (40, 50, 4), "RGBA"),
+        ("channels_first", (40, 50, 3), "RGB"),
+    ],
+)
+def test_rgb_image_into_a_gray_model_is_refused(data_format, shape, kind):
+    # It used to be read as a batch of 40 images 3 px wide, silently.
+    model = attributes_only(depth=1, filters=4)
+    model.data_format = data_format
+    predictor = OverlapTilePredictor(model, tile_size=18, verbose=0)
+    with pytest.raises(ValueError) as error:
+        predictor.predict(np.zeros(shape, "float32"))
+    message = str(error.value)
+    assert f"shape {shape}" in message
+    assert f"looks like an {kind} image" in message
+    assert "Convert it to gray values" in message
+
+
+def test_gray_batches_and_explicit_narrow_batches_are_still_read():
+    model = make_model(depth=1)
+    predictor = OverlapTilePredictor(model, tile_size=18, verbose=0)
+    batch = random_image((3, 12, 14))
+    result = predictor.predict(batch)
+    assert result.shape == (3, 12, 14, 3)
+    np.testing.assert_allclose(result[1], predictor.predict(batch[1]))
+    # A last axis of 3 longer than the first is not an RGB image.
+    assert predictor.predict(random_image((2, 12, 3))).shape == (2, 12, 3, 3)
+    # Many images 3 px wide: a 4D batch with its channel axis says so.
+    narrow = random_image((5, 12, 3))
+    result = predictor.predict(narrow[..., None])
+    assert result.shape == (5, 12, 3, 3)
+    np.testing.assert_allclose(result[2], predictor.predict(narrow[2]))

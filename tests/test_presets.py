@@ -208,7 +208,7 @@ def test_cli_predict_with_unknown_preset_fails_clearly(tmp_path, capsys):
             "--preset",
             "nope",
             "--output-dir",
-            str(tmp_path),
+            str(tmp_path / "out"),
             str(image),
         ]
     )

@@ -596,3 +596,56 @@ def test_other_bad_inputs_are_rejected():
         weight_maps.class_weight_map(np.array([[0, 2]]))
     with pytest.raises(ValueError, match="max_distance"):
         weight_maps.border_distances(np.ones((2, 2), int), max_distance=-1)
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (0, 5), (5, 0), (0, 4, 4)])
+def test_empty_labels_are_rejected_clearly(shape):
+    # Today: "zero-size array to reduction operation maximum which has no
+    # identity" or "need at least one array to stack".
+    for fn in (
+        weight_maps.unet_weight_map,
+        weight_maps.border_weight_map,
+        weight_maps.border_distances,
+        weight_maps.target_and_weight_map,
+    ):
+        with pytest.raises(ValueError, match=r"`labels` is empty \(shape"):
+            fn(np.zeros(shape, np.int32))
+
+
+def _isbi_like_mask():
+    """0/255 labels with four cells separated by a one-pixel membrane."""
+    labels = np.full((9, 9), 255, np.uint8)
+    labels[4, :] = 0
+    labels[:, 4] = 0
+    return labels
+
+
+def test_a_binary_mask_passed_as_instances_warns():
+    labels = _isbi_like_mask()
+    # As instances that is one cell: no border term at all.
+    with pytest.warns(UserWarning, match="one instance id, 255, in 4 sep"):
+        weights = weight_maps.unet_weight_map(labels)
+    np.testing.assert_allclose(weights, reference_class_term(labels > 0))
+    with pytest.warns(UserWarning, match="`labels == 255`"):
+        weight_maps.border_weight_map(labels)
+    with pytest.warns(UserWarning, match=r"image 1 of the batch \(and 1 m"):
+        weight_maps.unet_weight_map(
+            np.stack([np.zeros_like(labels), labels, labels // 255])
+        )
+    # The fix the warning names: the mask as booleans gives the four cells
+    # and their border term, as the reference computes it.
+    fixed = weight_maps.unet_weight_map(labels == 255)
+    four_cells = ndimage.label(labels == 255)[0]
+    assert_weight_map_matches_reference(fixed, four_cells)
+
+
+def test_one_connected_instance_and_several_ids_do_not_warn():
+    # One cell in one piece is a legitimate instance map (w = w_c), and
+    # an image with two ids has its border term: neither warns (the
+    # suite turns warnings into errors).
+    one = np.zeros((9, 9), np.uint8)
+    one[2:6, 2:6] = 255
+    weight_maps.unet_weight_map(one)
+    two = _isbi_like_mask().astype(np.int32)
+    two[:4] = np.where(two[:4] > 0, 7, 0)
+    assert weight_maps.unet_weight_map(two).max() > 5

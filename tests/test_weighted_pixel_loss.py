@@ -385,6 +385,123 @@ def test_bad_arguments_are_rejected(data):
         WeightedPixelLoss(ignore_class=0)(np.eye(3)[labels], logits)
 
 
+# === Bad labels and weights ===
+
+
+def _with(labels, row, col, value, dtype=None):
+    labels = labels.astype(dtype or labels.dtype)
+    labels[0, row, col] = value
+    return labels
+
+
+@pytest.mark.parametrize(
+    "value, dtype, match",
+    [
+        # Today: -1 wraps to the last class on every backend.
+        (-1, None, r"in \[0, 3\); found -1 \(1 pixel, the first at "),
+        (3, None, r"in \[0, 3\); found 3 \(1 pixel"),
+        # Today: 0.7 truncates to class 0.
+        (0.7, "float32", r"non-integer values \(0\.7; 1 pixel"),
+        (np.nan, "float32", "NaN or infinite values"),
+    ],
+)
+def test_numpy_labels_that_are_no_class_are_rejected(data, value, dtype, match):
+    logits, labels, weights = data
+    bad = _with(labels, 1, 2, value, dtype)
+    for loss in (WeightedPixelLoss(), WeightedPixelLoss(reduction="none")):
+        with pytest.raises(ValueError, match=match):
+            loss(bad, logits, sample_weight=weights)
+    with pytest.raises(ValueError, match=match):
+        WeightedPixelLoss().call(bad, logits)
+
+
+def test_numpy_0_255_mask_labels_explain_the_fix():
+    # ISBI-style 0/255 labels with a 2-class model: today NaN on JAX,
+    # clamped to class 1 on PyTorch, a GatherV2 error on TensorFlow.
+    labels = np.zeros((1, 4, 4), np.uint8)
+    labels[0, 1:3, 1:3] = 255
+    logits = np.zeros((1, 4, 4, 2), "float32")
+    with pytest.raises(ValueError) as error:
+        WeightedPixelLoss()(labels, logits)
+    message = str(error.value)
+    assert "found 255 (4 pixels, the first at (0, 1, 1))" in message
+    assert "label_mode='binary'" in message and "labels // 255" in message
+
+
+def test_numpy_ignore_class_labels_stay_accepted(data):
+    logits, labels, weights = data
+    labels = _with(labels, 0, 0, -1)
+    loss = WeightedPixelLoss(ignore_class=-1, reduction="sum")
+    valid = labels != -1
+    expected = np_pixel_losses(np.where(valid, labels, 0), logits) * valid
+    value = to_numpy(loss(labels, logits))
+    assert value == pytest.approx(expected.sum(), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        (np.nan, r"NaN at 1 pixel \(the first at \(0, 1, 2\)\)"),
+        (-0.5, r"negative at 1 pixel \(the first at \(0, 1, 2\)\)"),
+        (np.inf, r"infinite at 1 pixel"),
+    ],
+)
+def test_numpy_weights_must_be_finite_and_non_negative(data, value, match):
+    logits, labels, weights = data
+    bad = _with(weights, 1, 2, value)
+    with pytest.raises(ValueError, match=match):
+        WeightedPixelLoss()(labels, logits, sample_weight=bad)
+    # Zero weights are valid: they leave pixels out.
+    WeightedPixelLoss()(labels, logits, sample_weight=np.zeros_like(weights))
+
+
+def test_tensor_labels_that_are_no_class_give_nan_on_every_backend(data):
+    logits, labels, weights = data
+    bad = labels.astype("float32")
+    bad[0, 0, 0], bad[0, 1, 1], bad[1, 2, 3] = -1, 3, 0.7
+    known = np.ones(labels.shape, bool)
+    known[0, 0, 0] = known[0, 1, 1] = known[1, 2, 3] = False
+    per_pixel = WeightedPixelLoss(reduction="none")
+    result = to_numpy(
+        per_pixel(keras.ops.convert_to_tensor(bad), logits, weights)
+    )
+    # NaN exactly where the label is no class; the rest is the reference.
+    np.testing.assert_array_equal(np.isnan(result), ~known)
+    expected = np_pixel_losses(np.where(known, labels, 0), logits) * weights
+    np.testing.assert_allclose(result[known], expected[known], rtol=1e-5)
+    # Integer tensors as well, and `ignore_class` still gives 0, not NaN.
+    ints = labels.copy()
+    ints[0, 0, 0], ints[0, 1, 1], ints[1, 0, 0] = -1, 3, 255
+    loss = WeightedPixelLoss(ignore_class=255, reduction="none")
+    result = to_numpy(loss(keras.ops.convert_to_tensor(ints), logits))
+    assert np.isnan(result[0, 0, 0]) and np.isnan(result[0, 1, 1])
+    assert result[1, 0, 0] == 0.0
+    assert np.isfinite(np.delete(result.ravel(), [0, 7])).all()
+    # The mean is NaN too, while the gradient stays finite: it is the one
+    # of the valid pixels alone.
+    tensor_labels = keras.ops.convert_to_tensor(bad)
+    mean = WeightedPixelLoss(reduction="sum")
+    assert np.isnan(to_numpy(mean(tensor_labels, logits, weights)))
+    grad = gradient(lambda z: mean(tensor_labels, z, weights), logits)
+    safe = np.where(known, labels, 0)
+    expected = (weights * known)[..., None] * (
+        np_softmax(logits) - np.eye(3)[safe]
+    )
+    np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_bad_labels_in_a_compiled_fit_step_give_nan_loss_not_nan_weights():
+    x, target, weights = tiny_problem(count=2)
+    bad = target.astype("int32") * 255  # a 0/255 mask, 2 classes
+    model = tiny_model()
+    history = model.fit(
+        x, bad, sample_weight=weights, batch_size=2, epochs=1, verbose=0
+    )
+    assert np.isnan(history.history["loss"][0])
+    for weight in model.get_weights():
+        assert np.isfinite(weight).all()
+
+
 # === Training ===
 
 

@@ -75,3 +75,24 @@ def run_layer_test(
         for weight in mp_layer.weights:
             assert keras.backend.standardize_dtype(weight.dtype) == "float32"
     return layer
+
+
+def write_cell_folders(root):
+    """Six synthetic touching-cell images with 0/255 labels, as PNG files.
+
+    Writes `root/images/NN.png` and `root/labels/NN.png` (NN = 00..05), the
+    layout `keras-unet2015 train --images --labels` reads.
+    """
+    from PIL import Image
+
+    from keras_unet2015.datasets import make_touching_cells
+
+    images, labels, _ = make_touching_cells(6, 64, cell_radius=7, seed=2)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        for folder, array in (
+            ("images", (image * 255).round().astype(np.uint8)),
+            ("labels", label * 255),
+        ):
+            (root / folder).mkdir(exist_ok=True)
+            Image.fromarray(array).save(root / folder / f"{i:02d}.png")
+    return root

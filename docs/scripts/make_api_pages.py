@@ -49,6 +49,7 @@ SECTIONS = (
         "api/training.md",
         ("keras_unet2015.training", "keras_unet2015.callbacks"),
     ),
+    ("Run folders", "api/run_folder.md", ("keras_unet2015.run_folder",)),
     ("Reproduction", "api/reproduce.md", ("keras_unet2015.reproduce",)),
     ("Distribution", "api/distribution.md", ("keras_unet2015.distribution",)),
     ("Size helpers", "api/sizes.md", ("keras_unet2015.sizes",)),

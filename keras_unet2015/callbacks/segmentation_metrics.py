@@ -172,7 +172,11 @@ class SegmentationMetrics(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        if not self._should_evaluate(epoch):
+        watch = getattr(self, "_divergence_watch", None)
+        diverged = watch is not None and watch.diverged is not None
+        if diverged or not self._should_evaluate(epoch):
+            # A diverged model (NaN weights) is not scored: `fit` reports
+            # the divergence instead.
             for key in MEASURES:
                 logs[self.prefix + key] = math.nan
             return

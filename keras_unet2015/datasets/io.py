@@ -162,10 +162,30 @@ def write_image(path, array):
     >>> back.shape, bool((back == probabilities).all())
     ((2, 64, 64), True)
     ```
+
+    The file is written atomically (`keras_unet2015.run_folder.atomic_write`):
+    an interrupted write leaves the previous file, or none, never a partial
+    image.
     """
+    from keras_unet2015 import run_folder
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     array = np.asarray(array)
+    suffix = path.suffix.lower()
+    if suffix not in TIFF_SUFFIXES and suffix not in PILLOW_SUFFIXES:
+        raise ValueError(
+            f"Cannot write {path}: unknown image suffix {suffix!r}. Use "
+            "one of .png, .tif, .tiff."
+        )
+    if suffix not in TIFF_SUFFIXES and array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(
+            f"Cannot write a {array.dtype} array as {suffix}: convert it to "
+            "uint8 or uint16 first, or write a .tif file."
+        )
+    run_folder.atomic_write(path, lambda temporary: _write(temporary, array))
+
+
+def _write(path, array):
     suffix = path.suffix.lower()
     if suffix in TIFF_SUFFIXES:
         tifffile = _import_tifffile()
@@ -175,16 +195,6 @@ def write_image(path, array):
             path, array, photometric="rgb" if is_rgb else "minisblack"
         )
         return
-    if suffix not in PILLOW_SUFFIXES:
-        raise ValueError(
-            f"Cannot write {path}: unknown image suffix {suffix!r}. Use "
-            "one of .png, .tif, .tiff."
-        )
-    if array.dtype not in (np.uint8, np.uint16):
-        raise ValueError(
-            f"Cannot write a {array.dtype} array as {suffix}: convert it to "
-            "uint8 or uint16 first, or write a .tif file."
-        )
     image_module = _import_pillow()
     image_module.fromarray(array).save(path)
 

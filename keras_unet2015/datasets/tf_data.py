@@ -56,6 +56,8 @@ def make_tf_dataset(
     seed=0,
     data_format=None,
     num_parallel_calls=None,
+    num_classes=None,
+    ignore_class=None,
 ):
     """An endless `tf.data.Dataset` of random training tiles.
 
@@ -72,6 +74,10 @@ def make_tf_dataset(
     `TrainingSampleStream` instead (a `tf.data` iterator position is not
     part of a Keras checkpoint).
 
+    The NumPy labels and weight maps are checked here, once, before the
+    pipeline is built, as in `TrainingSampleStream`: integer class labels
+    (see `num_classes`) and finite, non-negative weights.
+
     Args:
         images: list or array of images, as for `TrainingSampleStream`.
         labels: list or array of integer class maps.
@@ -87,6 +93,12 @@ def make_tf_dataset(
             Defaults to `None`.
         num_parallel_calls: `None` or int. Parallel sampling calls; `None`
             uses `tf.data.AUTOTUNE`. Defaults to `None`.
+        num_classes: int or `None`. The model's number of classes; labels
+            must lie in `[0, num_classes)` (or equal `ignore_class`). `None`
+            rejects negative labels and 0/255 masks only. Defaults to
+            `None`.
+        ignore_class: int or `None`. A label value that is no class, as in
+            `WeightedPixelLoss`. Defaults to `None`.
 
     Returns:
         A `tf.data.Dataset` of `(x, y, sample_weight)` batches.
@@ -108,7 +120,14 @@ def make_tf_dataset(
         raise ValueError(f"`batch_size` must be >= 1. Received: {batch_size}")
     data_format = standardize_data_format(data_format)
     sampler = tiles.TileSampler(
-        images, labels, weights, input_size, output_size, seed
+        images,
+        labels,
+        weights,
+        input_size,
+        output_size,
+        seed,
+        num_classes=num_classes,
+        ignore_class=ignore_class,
     )
     in_h, in_w = sampler.input_size
     channels = sampler.channels

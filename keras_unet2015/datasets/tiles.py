@@ -16,6 +16,7 @@ whichever order, which makes training runs reproducible and resumable.
 
 import numpy as np
 
+from keras_unet2015 import _label_checks
 from keras_unet2015.datasets import io
 
 
@@ -70,6 +71,34 @@ def center_crop(array, size, axes=(1, 2)):
     return array[tuple(slices)]
 
 
+def _check_num_classes(num_classes):
+    if num_classes is None:
+        return None
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, (int, np.integer))
+        or num_classes < 1
+    ):
+        raise ValueError(
+            "`num_classes` must be None or a positive int (the classes of "
+            f"the model). Received: num_classes={num_classes!r}"
+        )
+    return int(num_classes)
+
+
+def _check_ignore_class(ignore_class):
+    if ignore_class is None:
+        return None
+    if isinstance(ignore_class, bool) or not isinstance(
+        ignore_class, (int, np.integer)
+    ):
+        raise ValueError(
+            "`ignore_class` must be None or an integer label value. "
+            f"Received: ignore_class={ignore_class!r}"
+        )
+    return int(ignore_class)
+
+
 class TileSampler:
     """Draws aligned random tiles of mirrored images, labels and weights.
 
@@ -83,9 +112,28 @@ class TileSampler:
         input_size: `(height, width)` of the input tiles.
         output_size: `(height, width)` of the network output for them.
         seed: int. Base seed.
+        num_classes: int or `None`. Labels must lie in `[0, num_classes)`
+            (or equal `ignore_class`); `None` only rejects negative labels
+            and 0/255 masks.
+        ignore_class: int or `None`. A label value that is no class (the
+            loss's `ignore_class`).
+
+    Labels and weight maps are checked once, here: labels must be integer
+    class indices (`_label_checks.check_class_labels`) and weights finite
+    and non-negative (`_label_checks.check_weights`).
     """
 
-    def __init__(self, images, labels, weights, input_size, output_size, seed):
+    def __init__(
+        self,
+        images,
+        labels,
+        weights,
+        input_size,
+        output_size,
+        seed,
+        num_classes=None,
+        ignore_class=None,
+    ):
         images = _as_list(images, "images")
         labels = _as_list(labels, "labels")
         weights = _as_list(weights, "weights")
@@ -116,6 +164,8 @@ class TileSampler:
             margins.append(extra // 2)
         self.margin = tuple(margins)
         self.seed = int(seed)
+        self.num_classes = _check_num_classes(num_classes)
+        self.ignore_class = _check_ignore_class(ignore_class)
 
         channels = None
         self._images, self._labels, self._weights = [], [], []
@@ -147,15 +197,23 @@ class TileSampler:
                     f"Label map {i} has dtype {label.dtype}; expected integer "
                     "class indices (see datasets.standardize_labels)."
                 )
+            _label_checks.check_class_labels(
+                label,
+                f"Label map {i}",
+                num_classes=self.num_classes,
+                ignore_class=self.ignore_class,
+            )
             if weights is None:
                 weight = None
             else:
-                weight = np.asarray(weights[i], np.float32)
+                weight = np.asarray(weights[i])
                 if weight.shape != image.shape[:2]:
                     raise ValueError(
                         f"Weight map {i} has shape {weight.shape} but its "
                         f"image is {image.shape[:2]}."
                     )
+                _label_checks.check_weights(weight, f"Weight map {i}")
+                weight = weight.astype(np.float32, copy=False)
             # Mirror so that any output window inside the image (or, for
             # images smaller than the output, the window holding the image)
             # has its full input context.

@@ -66,6 +66,12 @@ class TrainingSampleStream(keras.utils.PyDataset):
     (batch, out_h, out_w)` class indices and `sample_weight` is `float32
     (batch, out_h, out_w)`.
 
+    Labels and weight maps are checked once, when the stream is built
+    (never per batch): labels must be integer class indices (see
+    `num_classes`), weights finite and non-negative. A `ValueError` names
+    the map, the values found, the first pixel and the fix (a 0/255 mask:
+    `label_mode='binary'` or `labels // 255`).
+
     Each batch is a pure function of `(seed, epoch, index)`: the stream is
     reproducible, gives the same batches with any number of workers, and
     an interrupted training run resumed at epoch `e` sees exactly the
@@ -105,6 +111,14 @@ class TrainingSampleStream(keras.utils.PyDataset):
         data_format: `None`, `"channels_last"` or `"channels_first"`.
             Layout of `x`; `None` uses `keras.config.image_data_format()`.
             Defaults to `None`.
+        num_classes: int or `None`. The model's number of classes: every
+            label must lie in `[0, num_classes)` (or equal
+            `ignore_class`). `None` checks what needs no class count:
+            negative labels and 0/255 masks are rejected. Defaults to
+            `None`.
+        ignore_class: int or `None`. A label value that is no class, the
+            `ignore_class` of `WeightedPixelLoss` (e.g. 255 for unlabelled
+            pixels). Defaults to `None`.
         **kwargs: `workers`, `use_multiprocessing` and `max_queue_size` of
             `keras.utils.PyDataset`.
 
@@ -133,6 +147,8 @@ class TrainingSampleStream(keras.utils.PyDataset):
         seed=0,
         vary_with_epoch=True,
         data_format=None,
+        num_classes=None,
+        ignore_class=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -154,8 +170,17 @@ class TrainingSampleStream(keras.utils.PyDataset):
                 f"{augmentation!r}"
             )
         self.sampler = tiles.TileSampler(
-            images, labels, weights, input_size, output_size, seed
+            images,
+            labels,
+            weights,
+            input_size,
+            output_size,
+            seed,
+            num_classes=num_classes,
+            ignore_class=ignore_class,
         )
+        self.num_classes = self.sampler.num_classes
+        self.ignore_class = self.sampler.ignore_class
         self.input_size = self.sampler.input_size
         self.output_size = self.sampler.output_size
         self.batch_size = batch_size

@@ -109,8 +109,10 @@ def segment_dask(
             `(height, width, channels)`, `(slices, height, width)` for a
             one-channel model, or `(slices, height, width, channels)`. A 3D
             array is one image when its last axis has `input_channels`
-            entries, and a stack of one-channel slices otherwise (the rule
-            of `OverlapTilePredictor.predict`). Channels last also for a
+            entries, and a stack of one-channel slices otherwise, except
+            that a one-channel model refuses a last axis of 3 or 4 that is
+            shorter than the other two (an RGB or RGBA image; the rule of
+            `OverlapTilePredictor.predict`). Channels last also for a
             `"channels_first"` model. Any real numeric dtype.
         output: `"probabilities"` or `"labels"`. Defaults to
             `"probabilities"`.

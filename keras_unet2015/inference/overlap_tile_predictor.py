@@ -250,7 +250,12 @@ class OverlapTilePredictor:
                 (`(batch, height, width)` for one-channel models, or 4D).
                 A 3D array is read as one image when the model's channel
                 axis matches `input_channels`, and as a batch of
-                one-channel images otherwise. Any numeric dtype; values are
+                one-channel images otherwise; but a one-channel model
+                refuses a 3D array whose last axis has 3 or 4 entries and
+                is shorter than the other two (an RGB or RGBA image as
+                image files are read: convert it to gray values, or pass a
+                batch of such narrow images as 4D).
+                Any numeric dtype; values are
                 given to the model unchanged, cast to float32. A NumPy
                 array, a `numpy.memmap`, a backend tensor, or any array-like
                 with `shape`, `dtype` and NumPy-style slicing (read one
@@ -661,6 +666,22 @@ def _image_axes(shape, channels, channels_first=False):
         if shape[channel_index] == channels:
             axes = ("c", "h", "w") if channels_first else ("h", "w", "c")
         elif channels == 1:
+            if shape[-1] in (3, 4) and shape[-1] < min(shape[:2]):
+                # An RGB(A) file reads as (height, width, 3 or 4); as a
+                # batch it would be `height` images 3 or 4 pixels wide.
+                kind = "RGB" if shape[-1] == 3 else "RGBA"
+                batch = "(N, 1, H, W)" if channels_first else "(N, H, W, 1)"
+                raise ValueError(
+                    "The model expects 1 input channel. Received an image "
+                    f"of shape {tuple(shape)}, which looks like an {kind} "
+                    f"image (last axis of {shape[-1]}); it is not read as "
+                    f"a batch of {shape[0]} images of {shape[1]}x"
+                    f"{shape[2]} px. "
+                    "Convert it to gray values (e.g. "
+                    "`image.mean(axis=-1)`), use a model with "
+                    f"`input_channels={shape[-1]}`, or pass a batch of "
+                    f"narrow images as a 4D array {batch}."
+                )
             axes = ("n", "h", "w")
         else:
             raise ValueError(

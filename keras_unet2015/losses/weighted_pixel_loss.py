@@ -1,8 +1,10 @@
 import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
+from keras_unet2015 import _label_checks
 from keras_unet2015.backend_utils import standardize_data_format
 
 _LOW_PRECISION = ("float16", "bfloat16")
@@ -31,6 +33,25 @@ class WeightedPixelLoss(keras.losses.Loss):
     The loss is computed in float32 even when the model runs in
     `"mixed_float16"` or `"mixed_bfloat16"`, from logits with a stable
     log-softmax, or from probabilities clipped to `[epsilon, 1 - epsilon]`.
+
+    What the loss checks, the same on every backend:
+
+    - Integer labels given as NumPy arrays (calling the loss yourself) must
+      be whole numbers in `[0, classes)` (the classes of `y_pred`) or
+      `ignore_class`, and a NumPy `sample_weight` must be finite and
+      non-negative; otherwise a `ValueError` says what was found and
+      where. One-hot labels are not checked.
+    - Labels given as tensors, as inside `model.fit`, are not read: in a
+      compiled step (JAX, TensorFlow) no error can be raised, and reading
+      them in an eager step (PyTorch) would stop the device every step.
+      A label that is no class there (negative, too large, fractional)
+      makes the loss of its pixel NaN on every backend (not a wrapped,
+      clamped or truncated class): the logged loss turns NaN, while the
+      gradients of the other pixels stay finite. Check the data where it
+      enters instead: `keras_unet2015.training.prepare_targets`,
+      `keras_unet2015.datasets.TrainingSampleStream` and
+      `make_tf_dataset` check labels and weight maps when they are built.
+      Tensor weights are used as given.
 
     Reductions (`reduction`):
 
@@ -172,6 +193,7 @@ class WeightedPixelLoss(keras.losses.Loss):
     def _pixel_losses(self, y_true, y_pred):
         """Per-pixel cross-entropy (B, H, W) and the non-ignored mask."""
         num_classes = y_pred.shape[-1]
+        labels_array = y_true if _is_numpy(y_true) else None
         y_true = ops.convert_to_tensor(y_true)
         rank = len(y_true.shape)
         one_hot = False
@@ -218,20 +240,63 @@ class WeightedPixelLoss(keras.losses.Loss):
             y_true = ops.cast(y_true, self._compute_dtype)
             return -ops.sum(y_true * log_probs, axis=-1), None
 
-        labels = ops.cast(y_true, "int32")
-        valid = None
-        if self.ignore_class is not None:
-            valid = ops.not_equal(labels, self.ignore_class)
-            labels = ops.where(valid, labels, ops.zeros_like(labels))
+        if labels_array is not None and num_classes is not None:
+            _label_checks.check_class_labels(
+                labels_array,
+                "`y_true`",
+                num_classes=num_classes,
+                ignore_class=self.ignore_class,
+            )
+        labels, known, valid = self._label_indices(y_true, y_pred)
         picked = ops.take_along_axis(
             log_probs, ops.expand_dims(labels, axis=-1), axis=-1
         )
-        return -ops.squeeze(picked, axis=-1), valid
+        losses = -ops.squeeze(picked, axis=-1)
+        # A label that is no class (and not `ignore_class`) gives NaN, the
+        # same on every backend, instead of a backend's own gather result
+        # (wrapped, clamped, NaN or an error).
+        nan = ops.full_like(losses, float("nan"))
+        return ops.where(known, losses, nan), valid
+
+    def _label_indices(self, y_true, y_pred):
+        """Safe gather indices, and masks of the known and non-ignored.
+
+        `known` is False where the label is no class in `[0, num_classes)`
+        (negative, too large, fractional, NaN) and not `ignore_class`;
+        `valid` is False at `ignore_class` (`None` without one). The
+        indices are 0 wherever the label is not a class.
+        """
+        num_classes = y_pred.shape[-1]
+        if num_classes is None:
+            num_classes = ops.shape(y_pred)[-1]
+        dtype = keras.backend.standardize_dtype(y_true.dtype)
+        if "float" in dtype:
+            # Compared as floats: 0.7 must not truncate to class 0.
+            values = ops.cast(y_true, "float32")
+            is_class = ops.equal(ops.floor(values), values)
+        else:
+            values = ops.cast(y_true, "int32")
+            is_class = ops.ones_like(values, dtype="bool")
+        is_class = ops.logical_and(is_class, ops.greater_equal(values, 0))
+        if not isinstance(num_classes, int):
+            num_classes = ops.cast(num_classes, values.dtype)
+        is_class = ops.logical_and(is_class, ops.less(values, num_classes))
+        labels = ops.cast(
+            ops.where(is_class, values, ops.zeros_like(values)), "int32"
+        )
+        if self.ignore_class is None:
+            return labels, is_class, None
+        valid = ops.not_equal(values, self.ignore_class)
+        known = ops.logical_or(is_class, ops.logical_not(valid))
+        labels = ops.where(valid, labels, ops.zeros_like(labels))
+        return labels, known, valid
 
     def _pixel_weights(self, sample_weight, y_pred):
         """Weights broadcastable to the (B, H, W) losses, or None."""
         if sample_weight is None:
             return None
+        if _is_numpy(sample_weight):
+            _label_checks.check_weights(sample_weight, "`sample_weight`")
         weights = ops.cast(
             ops.convert_to_tensor(sample_weight), self._compute_dtype
         )
@@ -297,6 +362,16 @@ class WeightedPixelLoss(keras.losses.Loss):
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
+
+
+def _is_numpy(x):
+    """Whether `x` is concrete NumPy data, checked with NumPy in `__call__`.
+
+    Backend tensors are not inspected: inside a compiled step their values
+    are unknown, and reading them in an eager step would stop the device
+    every step.
+    """
+    return isinstance(x, (np.ndarray, np.generic))
 
 
 def _center_crop(x, y_pred, name):

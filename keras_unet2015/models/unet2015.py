@@ -1,4 +1,7 @@
+import contextlib
+
 import keras
+import numpy as np
 
 from keras_unet2015 import sizes
 from keras_unet2015.backend_utils import check_data_format_runs
@@ -78,6 +81,14 @@ class UNet2015(keras.Model):
     figure does; then use `WeightedPixelLoss(from_logits=False)`.
     `OverlapTilePredictor` reads the activation from the model and always
     returns probabilities.
+
+    `fit`, `evaluate`, `predict` and the `*_on_batch` methods are Keras's,
+    with three safeguards: array inputs of an invalid size or channel count
+    raise the same `ValueError` as `model(x)` on every backend, before
+    Keras compiles a step; `predict` of an empty batch returns an empty
+    array; and on JAX an exception inside them leaves the weights in
+    place (Keras's JAX trainer would leave the model without them; see
+    the FAQ's "Known issues").
 
     Reference:
 
@@ -325,7 +336,9 @@ class UNet2015(keras.Model):
         return super().call(inputs, training=training, mask=mask)
 
     def _check_spatial_shape(self, inputs):
-        shape = getattr(inputs, "shape", None)
+        self._check_spatial_sizes(getattr(inputs, "shape", None))
+
+    def _check_spatial_sizes(self, shape):
         if shape is None or len(shape) != 4:
             return  # Functional input validation reports rank errors.
         if self.data_format == "channels_last":
@@ -337,6 +350,91 @@ class UNet2015(keras.Model):
                 sizes.check_input_size(
                     size, self.depth, self.padding, name=f"input {axis}"
                 )
+
+    def _check_array_input(self, x):
+        """Validates array inputs before Keras compiles a step for them.
+
+        Inside the compiled steps of `fit`, `evaluate` and `predict` the
+        spatial sizes may be unknown (TensorFlow relaxes them when it
+        retraces), so `call` cannot check them there: an invalid size would
+        fail deep in the graph. Datasets and generators are not read ahead.
+        """
+        if isinstance(x, dict) and len(x) == 1:
+            (x,) = x.values()
+        shape = getattr(x, "shape", None)
+        if shape is None or len(shape) != 4:
+            return
+        shape = tuple(None if s is None else int(s) for s in shape)
+        self._check_spatial_sizes(shape)
+        channel_axis = -1 if self.data_format == "channels_last" else 1
+        if shape[channel_axis] not in (None, self.input_channels):
+            raise ValueError(
+                f"The model expects {self.input_channels} input channels on "
+                f"axis {channel_axis % 4} ({self.data_format}). Received an "
+                f"input of shape {shape}."
+            )
+
+    def _empty_prediction(self, x):
+        """The result of `predict` for a batch of 0 images, or `None`."""
+        if isinstance(x, dict) and len(x) == 1:
+            (x,) = x.values()
+        shape = getattr(x, "shape", None)
+        if shape is None or len(shape) != 4 or shape[0] != 0:
+            return None
+        if self.data_format == "channels_last":
+            spatial = tuple(int(s) for s in shape[1:3])
+            out = (0, *self.output_size(spatial), self.num_classes)
+        else:
+            spatial = tuple(int(s) for s in shape[2:4])
+            out = (0, self.num_classes, *self.output_size(spatial))
+        dtype = keras.backend.standardize_dtype(self.outputs[0].dtype)
+        return np.zeros(out, dtype)
+
+    # === Training and inference ===
+    # The overrides validate array inputs first, keep the weights on JAX
+    # when the call fails, and name the cause of TensorFlow's concatenation
+    # errors (see `_trainer_call`).
+    def fit(self, *args, **kwargs):
+        self._check_array_input(args[0] if args else kwargs.get("x"))
+        with _trainer_call(self):
+            return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        self._check_array_input(args[0] if args else kwargs.get("x"))
+        with _trainer_call(self):
+            return super().evaluate(*args, **kwargs)
+
+    def predict(
+        self, x, batch_size=None, verbose="auto", steps=None, callbacks=None
+    ):
+        self._check_array_input(x)
+        empty = self._empty_prediction(x)
+        if empty is not None:
+            # Keras fails on an empty array (no batch to concatenate).
+            return empty
+        with _trainer_call(self):
+            return super().predict(
+                x,
+                batch_size=batch_size,
+                verbose=verbose,
+                steps=steps,
+                callbacks=callbacks,
+            )
+
+    def train_on_batch(self, x, *args, **kwargs):
+        self._check_array_input(x)
+        with _trainer_call(self):
+            return super().train_on_batch(x, *args, **kwargs)
+
+    def test_on_batch(self, x, *args, **kwargs):
+        self._check_array_input(x)
+        with _trainer_call(self):
+            return super().test_on_batch(x, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        self._check_array_input(x)
+        with _trainer_call(self):
+            return super().predict_on_batch(x)
 
     # === Config ===
     @classmethod
@@ -417,6 +515,122 @@ class UNet2015(keras.Model):
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
+
+
+@contextlib.contextmanager
+def _trainer_call(model):
+    """Wraps Keras's `fit`, `evaluate`, `predict` and `*_on_batch`."""
+    with _weights_kept_on_error(model):
+        try:
+            yield
+        except Exception as error:
+            if not _is_tensorflow_concat_error(error):
+                raise
+            unit = 2**model.depth
+            examples = model.valid_input_sizes(1, 1 + 4 * unit)[:3]
+            raise ValueError(
+                "An input of invalid height or width reached the network "
+                "inside a compiled TensorFlow step: a skip connection and "
+                "the up-sampled map could not be concatenated (TensorFlow "
+                "does not know the sizes when it traces, so the size check "
+                f"of `call` cannot run). A U-Net of depth {model.depth} with "
+                f"padding='{model.padding}' takes sizes such as "
+                f"{', '.join(map(str, examples))}, ... "
+                "(`model.is_valid_input_size`). Check the sizes your data "
+                "yields, or use `OverlapTilePredictor` for images of any "
+                "size."
+            ) from error
+
+
+def _is_tensorflow_concat_error(error):
+    return (
+        keras.backend.backend() == "tensorflow"
+        and type(error).__name__ == "InvalidArgumentError"
+        and "Concat" in str(error)
+    )
+
+
+def _jax_state_variables(model):
+    """The variables Keras's JAX trainer detaches during a call."""
+    variables = list(model.trainable_variables)
+    variables += model.non_trainable_variables
+    variables += model.metrics_variables
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:
+        variables += optimizer.variables
+    return variables
+
+
+def _usable(value):
+    return value is not None and not (
+        hasattr(value, "is_deleted") and value.is_deleted()
+    )
+
+
+@contextlib.contextmanager
+def _weights_kept_on_error(model):
+    """On JAX, puts the variables back when `fit`/`evaluate`/`predict` fail.
+
+    Keras's JAX trainer (read in 3.15.1, inside the pinned range) detaches
+    the values of the model's variables (`variable._value = None`,
+    "purging" them to save memory) before its first compiled step, and
+    attaches the new values (`jax_state_sync()`) only after the last one.
+    An exception in between (an invalid input size, a failing data loader,
+    Ctrl-C) skips that sync in `predict` and `evaluate`, and in `fit` when
+    the first step fails: the model is left without weights, and every
+    later call, `get_weights` and `save` raise `TypeError: 'NoneType'
+    object is not callable`. This restores the state of the last completed
+    step where Keras holds one, and otherwise the values from before the
+    call. Values that the failed computation consumed (donated buffers)
+    cannot come back; the error then says so. A no-op on the other
+    backends.
+    """
+    if keras.backend.backend() != "jax":
+        yield
+        return
+    # Keras keeps the values in the private `_value`; there is no public
+    # API for detached variables (`variable.value` raises on them).
+    before = {id(v): v._value for v in _jax_state_variables(model)}
+    try:
+        yield
+    except BaseException as error:
+        lost = _restore_jax_state(model, before)
+        if lost:
+            error.add_note(
+                f"{len(lost)} variables of the model (e.g. {lost[0]}) were "
+                "consumed by the failed JAX computation and are lost; "
+                "reload the model from its last saved file."
+            )
+        raise
+
+
+def _restore_jax_state(model, before):
+    """Reattaches detached variables; returns the paths of lost ones."""
+    state = getattr(model, "_jax_state", None) or {}
+    pairs = (
+        ("trainable_variables", model.trainable_variables),
+        ("non_trainable_variables", model.non_trainable_variables),
+        ("metrics_variables", model.metrics_variables),
+    )
+    if getattr(model, "optimizer", None) is not None:
+        pairs += (("optimizer_variables", model.optimizer.variables),)
+    # The state of the last completed step, if Keras holds one.
+    for key, variables in pairs:
+        values = state.get(key) or ()
+        for variable, value in zip(variables, values):
+            if variable._value is None and _usable(value):
+                variable._value = value
+    model._jax_state = None
+    model._jax_state_synced = True
+    lost = []
+    for variable in _jax_state_variables(model):
+        if variable._value is None:
+            value = before.get(id(variable))
+            if _usable(value):
+                variable._value = value
+            else:
+                lost.append(variable.path)
+    return lost
 
 
 def _standardize_image_size(image_size):
