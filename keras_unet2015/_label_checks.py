@@ -89,6 +89,24 @@ def whole_number_labels(labels, name):
     return labels.astype(np.int64)
 
 
+def check_num_classes(num_classes, expected):
+    """`num_classes` as an int; raises unless it is a positive integer.
+
+    `expected` says what was expected in the message (e.g. "a positive
+    int").
+    """
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, (int, np.integer))
+        or num_classes < 1
+    ):
+        raise ValueError(
+            f"`num_classes` must be {expected}. Received: "
+            f"num_classes={num_classes!r}"
+        )
+    return int(num_classes)
+
+
 def check_class_labels(labels, name, num_classes=None, ignore_class=None):
     """Raises unless `labels` are class indices of `num_classes` classes.
 
@@ -209,15 +227,7 @@ def check_label_map(label, index, label_mode, num_classes):
     if label.dtype == bool:
         label = label.astype(np.uint8)
     if label_mode == "classes":
-        if (
-            isinstance(num_classes, bool)
-            or not isinstance(num_classes, (int, np.integer))
-            or num_classes < 1
-        ):
-            raise ValueError(
-                "`num_classes` must be a positive int. Received: "
-                f"num_classes={num_classes!r}"
-            )
+        check_num_classes(num_classes, "a positive int")
         check_class_labels(label, name, num_classes)
         return label
     low = label.min()

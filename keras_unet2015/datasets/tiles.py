@@ -74,16 +74,9 @@ def center_crop(array, size, axes=(1, 2)):
 def _check_num_classes(num_classes):
     if num_classes is None:
         return None
-    if (
-        isinstance(num_classes, bool)
-        or not isinstance(num_classes, (int, np.integer))
-        or num_classes < 1
-    ):
-        raise ValueError(
-            "`num_classes` must be None or a positive int (the classes of "
-            f"the model). Received: num_classes={num_classes!r}"
-        )
-    return int(num_classes)
+    return _label_checks.check_num_classes(
+        num_classes, "None or a positive int (the classes of the model)"
+    )
 
 
 def _check_ignore_class(ignore_class):
