@@ -9,6 +9,7 @@ _default_backend.choose_installed_backend()
 from keras_unet2015 import callbacks
 from keras_unet2015 import datasets
 from keras_unet2015 import distribution
+from keras_unet2015 import export
 from keras_unet2015 import layers
 from keras_unet2015 import losses
 from keras_unet2015 import metrics
@@ -35,6 +36,7 @@ __all__ = [
     "callbacks",
     "datasets",
     "distribution",
+    "export",
     "layers",
     "losses",
     "metrics",

@@ -5,6 +5,7 @@ keras-unet2015 demo                      # train on synthetic cells, a figure
 keras-unet2015 train --images I --labels L --output-dir RUN
 keras-unet2015 predict --model RUN/model.keras --output-dir OUT IMAGES...
 keras-unet2015 evaluate --predictions OUT --labels L
+keras-unet2015 export --model RUN/model.keras --format onnx --output unet.onnx
 ```
 
 `--backend jax|tensorflow|torch` (before or after the command) selects the
@@ -433,6 +434,74 @@ def build_parser():
     evaluate.add_argument("--foreground-class", type=int, default=1)
     evaluate.add_argument(
         "--json", default=None, help="also write the results to this file"
+    )
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="write a model as ONNX, TF SavedModel, LiteRT or a BioImage.IO "
+        "package",
+        description="Writes a trained model for serving runtimes and the "
+        "tools biologists use: ONNX (onnxruntime), a TensorFlow SavedModel, "
+        "LiteRT (.tflite), or a BioImage.IO model package (.zip) for Fiji "
+        "(deepImageJ), ilastik, QuPath and bioimageio.core. The graph is "
+        "float32 and takes any valid tile size unless --tile-size fixes "
+        "one. Formats Keras cannot write on the current backend are "
+        "converted on the TensorFlow backend in a subprocess.",
+    )
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a .keras model")
+    source.add_argument("--preset", help="a trained model by name")
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=("onnx", "tf_saved_model", "litert", "bioimageio"),
+    )
+    export.add_argument(
+        "--output",
+        required=True,
+        help="file to write (.onnx, .tflite, .zip) or folder (SavedModel)",
+    )
+    export.add_argument(
+        "--tile-size",
+        type=int,
+        default=None,
+        help="fix the input tile size (default: any valid size)",
+    )
+    export.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="fix the batch size (default: free)",
+    )
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output"
+    )
+    bioimageio = export.add_argument_group("bioimageio package")
+    bioimageio.add_argument("--name", default=None, help="model name")
+    bioimageio.add_argument(
+        "--description", default=None, help="what the model segments"
+    )
+    bioimageio.add_argument(
+        "--test-image",
+        default=None,
+        help="an image file (raw pixel values) for the package's test "
+        "tensors and cover (default: synthetic cells)",
+    )
+    bioimageio.add_argument(
+        "--preprocessing",
+        choices=("divide_by_255", "min_max", "none"),
+        default=None,
+        help="how pixel values become the network's input (default: from "
+        "the test image's dtype, as training reads files)",
+    )
+    bioimageio.add_argument(
+        "--author",
+        action="append",
+        default=None,
+        help="an author's name (repeatable)",
+    )
+    bioimageio.add_argument(
+        "--license", default="Apache-2.0", help="SPDX id (Apache-2.0)"
     )
     return parser
 
@@ -1398,12 +1467,107 @@ def _run_reproduce(args):
     return 0
 
 
+# === export ===
+
+
+def _preset_package_text(preset):
+    """Description and validation text of a preset's BioImage.IO package."""
+    from keras_unet2015 import presets
+
+    card = presets.preset_metadata(preset)
+    scores = card.get("scores", {})
+    lines = []
+    for key, label in (("tta_none", "plain"), ("tta_dihedral", "dihedral")):
+        if key in scores:
+            lines.append(
+                f"- {label} prediction: pixel error "
+                f"{scores[key]['pixel_error']:.4f}, Rand error "
+                f"{scores[key]['rand_error']:.4f}"
+            )
+    validation = None
+    if lines:
+        validation = "\n".join(
+            [f"Scored on {card.get('scored_on', 'held-out data')}:", ""]
+            + lines
+            + ["", f"Training data: {card.get('data', 'see the model card')}"]
+        )
+        if card.get("data_terms"):
+            validation += f"\n\nData terms: {card['data_terms']}"
+    return card.get("description"), validation
+
+
+def _run_export(args):
+    from keras_unet2015 import export
+
+    _banner(args)
+    _check_positive("tile-size", args.tile_size)
+    _check_positive("batch-size", args.batch_size)
+    model = _load_model(args.model, args.preset)
+    options = {}
+    if args.format == "bioimageio":
+        if args.batch_size is not None:
+            raise CommandError(
+                "--batch-size does not apply to a bioimageio package: its "
+                "batch is always free."
+            )
+        description, validation = (None, None)
+        if args.preset is not None:
+            description, validation = _preset_package_text(args.preset)
+        options = dict(
+            name=args.name,
+            description=args.description or description,
+            validation=validation,
+            test_image=args.test_image,
+            preprocessing=args.preprocessing,
+            license=args.license,
+        )
+        if args.author:
+            options["authors"] = tuple(args.author)
+    else:
+        bioimageio_only = [
+            flag
+            for flag, value in (
+                ("--name", args.name),
+                ("--description", args.description),
+                ("--test-image", args.test_image),
+                ("--preprocessing", args.preprocessing),
+                ("--author", args.author),
+            )
+            if value is not None
+        ]
+        if bioimageio_only:
+            raise CommandError(
+                f"{', '.join(bioimageio_only)} only apply to --format "
+                f"bioimageio, not {args.format}."
+            )
+        options = dict(batch_size=args.batch_size)
+    try:
+        path = export.export_model(
+            model,
+            args.output,
+            format=args.format,
+            tile_size=args.tile_size,
+            overwrite=args.overwrite,
+            **options,
+        )
+    except (ValueError, FileExistsError, ImportError) as error:
+        raise CommandError(str(error)) from None
+    size = (
+        "any valid tile size"
+        if args.tile_size is None
+        else (f"{args.tile_size} x {args.tile_size} tiles")
+    )
+    _say(args, f"Wrote {args.format} ({size}) to {path}")
+    return 0
+
+
 COMMANDS = {
     "demo": _run_demo,
     "train": _run_train,
     "reproduce": _run_reproduce,
     "predict": _run_predict,
     "evaluate": _run_evaluate,
+    "export": _run_export,
 }
 
 

@@ -130,15 +130,7 @@ def atomic_write(path, write):
     ```
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = (
-        "".join(path.suffixes[-2:])
-        if path.name.endswith(".weights.h5")
-        else path.suffix
-    )
-    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    temporary = path.with_name(f".{stem}.partial-{os.getpid()}{suffix}")
-    _remove(temporary)
+    temporary = temporary_path(path)
     _log_write(path.name)
     try:
         write(temporary)
@@ -148,20 +140,46 @@ def atomic_write(path, write):
                 f"{temporary}."
             )
         _kill_point(path.name, "partial", temporary)
-        fsync_tree(temporary)
-        if temporary.is_dir() and path.is_dir():
-            aside = path.with_name(f".{path.name}.old-{os.getpid()}")
-            _remove(aside)
-            os.replace(path, aside)
-            os.replace(temporary, path)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.replace(temporary, path)
-        _fsync(path.parent)
+        commit_temporary(temporary, path)
     except BaseException:
         _remove(temporary)
         raise
     _kill_point(path.name, "renamed")
+
+
+def temporary_path(path):
+    """The (deleted) temporary path `atomic_write` writes `path` through.
+
+    A hidden name in the same folder, keeping the suffix of `path`; with
+    `commit_temporary`, for writers that fill several temporary paths
+    before any is renamed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = (
+        "".join(path.suffixes[-2:])
+        if path.name.endswith(".weights.h5")
+        else path.suffix
+    )
+    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+    temporary = path.with_name(f".{stem}.partial-{os.getpid()}{suffix}")
+    _remove(temporary)
+    return temporary
+
+
+def commit_temporary(temporary, path):
+    """Flushes `temporary` to disk and renames it onto `path` (atomic)."""
+    temporary, path = Path(temporary), Path(path)
+    fsync_tree(temporary)
+    if temporary.is_dir() and path.is_dir():
+        aside = path.with_name(f".{path.name}.old-{os.getpid()}")
+        _remove(aside)
+        os.replace(path, aside)
+        os.replace(temporary, path)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(temporary, path)
+    _fsync(path.parent)
 
 
 def _remove(path):

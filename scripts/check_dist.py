@@ -31,7 +31,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "keras_unet2015"
 BACKENDS = ("jax", "tensorflow", "torch")
 REQUIRED_URLS = ("Homepage", "Documentation", "Source", "Changelog")
-REQUIRED_FILES = (f"{PACKAGE}/__init__.py", f"{PACKAGE}/py.typed")
+# The napari plugin's manifest, found through the `napari.manifest` entry
+# point: the one non-code file besides the presets.
+NAPARI_MANIFEST = f"{PACKAGE}/napari/napari.yaml"
+REQUIRED_FILES = (
+    f"{PACKAGE}/__init__.py",
+    f"{PACKAGE}/py.typed",
+    NAPARI_MANIFEST,
+)
 # Trained presets shipped in the wheel: the only non-code files allowed.
 PRESET_FILE = re.compile(
     rf"^{PACKAGE}/presets/[a-z0-9_]+/(model\.keras|metadata\.json)$"
@@ -68,7 +75,11 @@ def wheel_problems(wheel_path):
         bad = [
             n
             for n in package
-            if not (n.endswith((".py", "py.typed")) or n in presets)
+            if not (
+                n.endswith((".py", "py.typed"))
+                or n in presets
+                or n == NAPARI_MANIFEST
+            )
             or "/tests/" in n
         ]
         if bad:
@@ -83,6 +94,10 @@ def wheel_problems(wheel_path):
             entry_points[0]
         ):
             problems.append("wheel lacks the keras-unet2015 console script")
+        elif b"keras_unet2015.napari:napari.yaml" not in wheel.read(
+            entry_points[0]
+        ):
+            problems.append("wheel lacks the napari.manifest entry point")
         print(f"Wheel {Path(wheel_path).name}: {len(names)} files")
         for name in names:
             print(f"  {name}")

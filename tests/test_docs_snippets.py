@@ -42,9 +42,11 @@ PAGES = (
     "docs/how-to/multi_class.md",
     "docs/how-to/instance_targets.md",
     "docs/how-to/huge_images.md",
+    "docs/how-to/napari.md",
     "docs/how-to/backends.md",
     "docs/how-to/mixed_precision.md",
     "docs/how-to/saving.md",
+    "docs/how-to/export.md",
     "docs/faq.md",
 )
 RUN_LANGUAGES = ("python", "bash")

@@ -505,6 +505,29 @@ def test_progress_bar_and_silence(capsys):
     assert "16/16" in printed  # 4 x 4 tiles
 
 
+def test_progress_callback_counts_every_tile():
+    model = make_model(depth=1)
+    image = random_image((2, 40, 30))
+    predictor = OverlapTilePredictor(
+        model, tile_size=26, batch_size=3, verbose=0
+    )
+    grid = predictor.tile_grid(40, 30)
+    expected_total = 2 * len(grid.rows) * len(grid.cols)
+    assert expected_total == 2 * 4 * 3  # 10 px outputs
+    calls = []
+    actual = predictor.predict(
+        image, progress=lambda done, total: calls.append((done, total))
+    )
+    np.testing.assert_array_equal(actual, predictor.predict(image))
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and len(set(done)) == len(done)
+    assert done[-1] == expected_total
+    assert {t for _, t in calls} == {expected_total}
+    assert len(calls) == -(-expected_total // 3)  # once per batch
+    with pytest.raises(ValueError, match="progress"):
+        predictor.predict(image, progress=10)
+
+
 # === Test-time augmentation ===
 
 

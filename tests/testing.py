@@ -1,5 +1,8 @@
 """Test helpers in the spirit of Keras's `testing.TestCase.run_layer_test`."""
 
+import importlib
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -21,6 +24,26 @@ def assert_allclose(actual, desired, atol=1e-6, rtol=1e-6, msg=""):
         rtol=rtol,
         err_msg=msg,
     )
+
+
+def require(module_name, reason):
+    """Imports an optional dependency, or skips the test without it.
+
+    On CI (`CI=true`, where requirements/dev.txt installs every optional
+    dependency) a missing module fails the test instead: a broken install
+    must not turn into a silently skipped suite.
+    """
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as error:
+        message = (
+            f"{module_name} is not installed ({error}); {reason}. "
+            "Install the development requirements: "
+            "pip install -r requirements/dev.txt"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 def skip_if_channels_first_unsupported(data_format):

@@ -49,6 +49,11 @@ SECTIONS = (
         "api/training.md",
         ("keras_unet2015.training", "keras_unet2015.callbacks"),
     ),
+    (
+        "Export",
+        "api/export.md",
+        ("keras_unet2015.export", "keras_unet2015.export.bioimageio"),
+    ),
     ("Run folders", "api/run_folder.md", ("keras_unet2015.run_folder",)),
     ("Reproduction", "api/reproduce.md", ("keras_unet2015.reproduce",)),
     ("Distribution", "api/distribution.md", ("keras_unet2015.distribution",)),

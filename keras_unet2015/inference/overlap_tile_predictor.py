@@ -240,7 +240,7 @@ class OverlapTilePredictor:
             self.tile_size = self._standardize_tile_size(tile_size)
 
     # === Public API ===
-    def predict(self, image, out=None, output="probabilities"):
+    def predict(self, image, out=None, output="probabilities", progress=None):
         """Predicts class probabilities or labels for an image of any size.
 
         Args:
@@ -268,6 +268,11 @@ class OverlapTilePredictor:
             output: `"probabilities"` or `"labels"` (the argmax over the
                 classes, computed tile by tile). Defaults to
                 `"probabilities"`.
+            progress: `None` or a callable `progress(done_tiles,
+                total_tiles)`, called after each batch of tiles with the
+                number of tiles done so far and the total over all images
+                (e.g. to feed a GUI progress bar; independent of
+                `verbose`). Defaults to `None`.
 
         Returns:
             `out`, or a new array: probabilities of shape `(height, width,
@@ -280,6 +285,12 @@ class OverlapTilePredictor:
             raise ValueError(
                 f"`output` must be one of {OUTPUTS}. Received: "
                 f"output={output!r}"
+            )
+        if progress is not None and not callable(progress):
+            raise ValueError(
+                "`progress` must be None or a callable "
+                "`progress(done_tiles, total_tiles)`. Received: "
+                f"progress={progress!r}"
             )
         image = _as_array_like(image)
         in_axes = self._image_axes(image.shape)
@@ -354,6 +365,8 @@ class OverlapTilePredictor:
                 )
             if progbar is not None:
                 progbar.update(start + len(chunk))
+            if progress is not None:
+                progress(start + len(chunk), len(tiles))
         return out
 
     def tile_grid(self, height, width):
