@@ -1,4 +1,4 @@
-"""Speed and memory of the full U-Net (572x572 tile, batch 1) on one backend.
+"""Speed and memory of the full U-Net (572x572 tile) on one backend.
 
 Measures, on the current Keras backend (`KERAS_BACKEND`), in one run:
 
@@ -12,14 +12,24 @@ Measures, on the current Keras backend (`KERAS_BACKEND`), in one run:
 
 Each variant runs in its own subprocess so that its peak memory (max RSS of
 that process) is its own. Times are medians over `--repeats` runs after
-`--warmup` runs. GFLOP/s uses 300.86 GFLOP per forward pass at 572x572 and
-3x that per training step (forward + two backward products), a convention.
+`--warmup` runs. GFLOP/s counts the multiply-adds of every convolution,
+up-convolution and the head (`forward_gflop`: 300.86 GFLOP per 572x572
+tile for 64 filters, 18.88 for 16) and 3x that per training step (forward
++ two backward products), a convention.
+
+`--filters 16,32,64` measures the widths CPU users train (one row pair per
+width, same run). `--precision mixed_bfloat16` runs both variants in bf16
+with float32 weights (Keras's policy; `torch.autocast` and bf16-cast
+parameters in the references), `--device gpu` on the first accelerator
+(`benchmarks/bench_gpu.py` runs the GPU set).
 
 Usage:
 
     KERAS_BACKEND=jax python benchmarks/bench_model.py [--repeats 5]
+    KERAS_BACKEND=torch python benchmarks/bench_model.py --filters 16,32,64
 
-Prints a table and the ratio keras / reference for forward and training.
+Prints a table and the ratio keras / reference for forward and training;
+`--json PATH` also writes the numbers.
 """
 
 import argparse
@@ -31,11 +41,40 @@ import subprocess
 import sys
 import time
 
-FORWARD_GFLOP = 300.86
 TILE = 572
 OUT = 388
-LEVELS = [64, 128, 256, 512]
-BOTTOM = 1024
+DEPTH = 4
+
+
+def widths(filters):
+    """Channels of the four levels and of the bottom for `filters`."""
+    return [filters * 2**i for i in range(DEPTH)], filters * 2**DEPTH
+
+
+def forward_gflop(filters, tile=TILE, classes=2):
+    """Multiply-adds x 2 of one forward pass over a `tile` x `tile` input."""
+    levels, bottom = widths(filters)
+    flop, size, cin, skips = 0, tile, 1, []
+    for cout in levels:
+        for c in (cin, cout):
+            size -= 2
+            flop += 2 * 9 * c * cout * size * size
+        skips.append(cout)
+        cin = cout
+        size //= 2
+    for c in (cin, bottom):
+        size -= 2
+        flop += 2 * 9 * c * bottom * size * size
+    cin = bottom
+    for cout in levels[::-1]:
+        flop += 2 * 4 * cin * cout * size * size  # 2x2 up-convolution
+        size *= 2
+        for c in (2 * cout, cout):
+            size -= 2
+            flop += 2 * 9 * c * cout * size * size
+        cin = cout
+    flop += 2 * cin * classes * size * size  # 1x1 head
+    return flop / 1e9
 
 
 def median_time(fn, warmup, repeats):
@@ -64,13 +103,14 @@ def run_keras(args):
     from keras_unet2015 import UNet2015
 
     keras.utils.set_random_seed(0)
-    model = UNet2015(upconv_implementation=args.upconv)
+    keras.config.set_dtype_policy(args.precision)
+    model = UNet2015(filters=args.filters, upconv_implementation=args.upconv)
     model.compile(
         optimizer=keras.optimizers.SGD(1e-4, momentum=0.99),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    x = np.random.rand(1, TILE, TILE, 1).astype("float32")
-    y = (np.random.rand(1, OUT, OUT) > 0.5).astype("int32")
+    x = np.random.rand(args.batch, TILE, TILE, 1).astype("float32")
+    y = (np.random.rand(args.batch, OUT, OUT) > 0.5).astype("int32")
 
     def forward():
         np.asarray(model.predict_on_batch(x))
@@ -97,6 +137,9 @@ def torch_reference(args):
     from torch import nn
 
     torch.manual_seed(0)
+    levels, bottom = widths(args.filters)
+    device = "cuda" if args.device == "gpu" else "cpu"
+    mixed = args.precision == "mixed_bfloat16"
 
     def double_conv(cin, cout):
         return nn.Sequential(
@@ -109,12 +152,12 @@ def torch_reference(args):
     class UNet(nn.Module):
         def __init__(self):
             super().__init__()
-            widths = [1] + LEVELS
+            chans = [1] + levels
             self.down = nn.ModuleList(
-                double_conv(widths[i], widths[i + 1]) for i in range(4)
+                double_conv(chans[i], chans[i + 1]) for i in range(4)
             )
-            self.bottom = double_conv(LEVELS[-1], BOTTOM)
-            ups = [BOTTOM] + LEVELS[::-1]
+            self.bottom = double_conv(levels[-1], bottom)
+            ups = [bottom] + levels[::-1]
             self.upconvs = nn.ModuleList(
                 nn.ConvTranspose2d(ups[i], ups[i + 1], 2, stride=2)
                 for i in range(4)
@@ -122,7 +165,7 @@ def torch_reference(args):
             self.up = nn.ModuleList(
                 double_conv(ups[i], ups[i + 1]) for i in range(4)
             )
-            self.head = nn.Conv2d(64, 2, 1)
+            self.head = nn.Conv2d(levels[0], 2, 1)
 
         def forward(self, x):
             skips = []
@@ -141,20 +184,28 @@ def torch_reference(args):
             return self.head(x)
 
     fmt = torch.channels_last
-    model = UNet().to(memory_format=fmt)
+    model = UNet().to(device=device, memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.99)
-    x = torch.rand(1, 1, TILE, TILE).to(memory_format=fmt)
-    y = torch.from_numpy((np.random.rand(1, OUT, OUT) > 0.5).astype("int64"))
+    x = torch.rand(args.batch, 1, TILE, TILE, device=device)
+    x = x.to(memory_format=fmt)
+    y = torch.from_numpy(
+        (np.random.rand(args.batch, OUT, OUT) > 0.5).astype("int64")
+    ).to(device)
+
+    def autocast():
+        return torch.autocast(device, torch.bfloat16, enabled=mixed)
 
     def forward():
         model.eval()
-        with torch.inference_mode():
-            model(x).numpy()
+        with torch.inference_mode(), autocast():
+            model(x).float().cpu().numpy()
 
     def train():
         model.train()
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        with autocast():
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
         loss.backward()
         opt.step()
         float(loss)
@@ -162,10 +213,11 @@ def torch_reference(args):
     return forward, train
 
 
-def _init_params(rng_normal):
+def _init_params(rng_normal, filters):
     """He-normal weights for the reference nets: name -> (shape) arrays."""
     params = {}
-    widths = [1] + LEVELS
+    levels, bottom = widths(filters)
+    chans = [1] + levels
 
     def conv(name, cin, cout, k=3):
         params[name] = (
@@ -174,11 +226,11 @@ def _init_params(rng_normal):
         )
 
     for i in range(4):
-        conv(f"d{i}a", widths[i], widths[i + 1])
-        conv(f"d{i}b", widths[i + 1], widths[i + 1])
-    conv("ba", LEVELS[-1], BOTTOM)
-    conv("bb", BOTTOM, BOTTOM)
-    ups = [BOTTOM] + LEVELS[::-1]
+        conv(f"d{i}a", chans[i], chans[i + 1])
+        conv(f"d{i}b", chans[i + 1], chans[i + 1])
+    conv("ba", levels[-1], bottom)
+    conv("bb", bottom, bottom)
+    ups = [bottom] + levels[::-1]
     for i in range(4):
         params[f"t{i}"] = (
             rng_normal((ups[i], 4 * ups[i + 1])) * (2.0 / ups[i]) ** 0.5,
@@ -186,7 +238,7 @@ def _init_params(rng_normal):
         )
         conv(f"u{i}a", 2 * ups[i + 1], ups[i + 1])
         conv(f"u{i}b", ups[i + 1], ups[i + 1])
-    conv("head", 64, 2, k=1)
+    conv("head", levels[0], 2, k=1)
     return params
 
 
@@ -198,8 +250,11 @@ def jax_reference(args):
     rng = np.random.default_rng(0)
     params = jax.tree_util.tree_map(
         jnp.asarray,
-        _init_params(lambda s: rng.standard_normal(s).astype("float32")),
+        _init_params(
+            lambda s: rng.standard_normal(s).astype("float32"), args.filters
+        ),
     )
+    compute = jnp.bfloat16 if args.precision == "mixed_bfloat16" else None
 
     def conv(x, p, relu=True):
         y = jax.lax.conv_general_dilated(
@@ -222,9 +277,12 @@ def jax_reference(args):
         if key is None:
             return x
         keep = jax.random.bernoulli(key, 0.5, x.shape)
-        return jnp.where(keep, x / 0.5, 0.0)
+        return jnp.where(keep, x / 0.5, 0.0).astype(x.dtype)
 
     def net(params, x, key=None):
+        if compute is not None:
+            params = jax.tree_util.tree_map(lambda p: p.astype(compute), params)
+            x = x.astype(compute)
         keys = [None, None] if key is None else list(jax.random.split(key))
         skips = []
         for i in range(4):
@@ -244,7 +302,7 @@ def jax_reference(args):
         return conv(x, params["head"], relu=False)
 
     def loss_fn(params, x, y, key):
-        logits = net(params, x, key)
+        logits = net(params, x, key).astype(jnp.float32)
         logp = jax.nn.log_softmax(logits, axis=-1)
         return -jnp.mean(jnp.take_along_axis(logp, y[..., None], -1))
 
@@ -258,8 +316,8 @@ def jax_reference(args):
         return params, velocity, loss
 
     predict = jax.jit(net)
-    x = jnp.asarray(rng.random((1, TILE, TILE, 1), dtype="float32"))
-    y = jnp.asarray((rng.random((1, OUT, OUT)) > 0.5).astype("int32"))
+    x = jnp.asarray(rng.random((args.batch, TILE, TILE, 1), dtype="float32"))
+    y = jnp.asarray((rng.random((args.batch, OUT, OUT)) > 0.5).astype("int32"))
     state = {
         "params": params,
         "velocity": jax.tree_util.tree_map(jnp.zeros_like, params),
@@ -267,7 +325,7 @@ def jax_reference(args):
     }
 
     def forward():
-        np.asarray(predict(state["params"], x))
+        np.asarray(predict(state["params"], x).astype(jnp.float32))
 
     def train():
         state["key"], key = jax.random.split(state["key"])
@@ -283,8 +341,12 @@ def tensorflow_reference(args):
     import numpy as np
     import tensorflow as tf
 
+    if args.precision != "float32":
+        sys.exit("The TensorFlow reference is float32 only.")
     rng = np.random.default_rng(0)
-    raw = _init_params(lambda s: rng.standard_normal(s).astype("float32"))
+    raw = _init_params(
+        lambda s: rng.standard_normal(s).astype("float32"), args.filters
+    )
     params = {k: (tf.Variable(w), tf.Variable(b)) for k, (w, b) in raw.items()}
     variables = [v for pair in params.values() for v in pair]
     velocity = [tf.Variable(tf.zeros_like(v)) for v in variables]
@@ -340,8 +402,8 @@ def tensorflow_reference(args):
             v.assign_add(m)
         return loss
 
-    x = tf.constant(rng.random((1, TILE, TILE, 1), dtype="float32"))
-    y = tf.constant((rng.random((1, OUT, OUT)) > 0.5).astype("int32"))
+    x = tf.constant(rng.random((args.batch, TILE, TILE, 1), dtype="float32"))
+    y = tf.constant((rng.random((args.batch, OUT, OUT)) > 0.5).astype("int32"))
 
     def forward():
         predict(x).numpy()
@@ -372,6 +434,37 @@ def child(args):
     )
 
 
+def measure(args, variant, filters):
+    """Runs one variant in a subprocess; its RESULT line as a dict."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--variant",
+        variant,
+        "--filters",
+        str(filters),
+        "--repeats",
+        str(args.repeats),
+        "--warmup",
+        str(args.warmup),
+        "--upconv",
+        args.upconv,
+        "--precision",
+        args.precision,
+        "--device",
+        args.device,
+        "--batch",
+        str(args.batch),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [
+        line for line in proc.stdout.splitlines() if line.startswith("RESULT")
+    ]
+    if proc.returncode != 0 or not lines:
+        sys.exit(f"{variant} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -382,59 +475,86 @@ def main():
         choices=["auto", "matmul", "conv_transpose"],
         help="UpConvolution2D implementation of the Keras model",
     )
+    parser.add_argument(
+        "--filters",
+        default="64",
+        help="comma-separated first-level widths, e.g. 16,32,64 (64)",
+    )
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "mixed_bfloat16"],
+    )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--json", default=None, help="also write results")
     parser.add_argument("--variant", choices=["keras", "reference"])
     args = parser.parse_args()
     if args.variant:
+        args.filters = int(args.filters)
         child(args)
         return
 
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    results = {}
-    for variant in ("reference", "keras"):
-        cmd = [
-            sys.executable,
-            __file__,
-            "--variant",
-            variant,
-            "--repeats",
-            str(args.repeats),
-            "--warmup",
-            str(args.warmup),
-            "--upconv",
-            args.upconv,
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [
-            line
-            for line in proc.stdout.splitlines()
-            if line.startswith("RESULT")
-        ]
-        if proc.returncode != 0 or not lines:
-            sys.exit(f"{variant} failed:\n{proc.stderr[-4000:]}")
-        results[variant] = json.loads(lines[-1][len("RESULT ") :])
-
+    filters = [int(f) for f in args.filters.split(",")]
     print(
-        f"U-Net 572x572 -> 388x388, batch 1, backend={backend}, "
+        f"U-Net 572x572 -> 388x388, batch {args.batch}, backend={backend}, "
+        f"device={args.device}, precision={args.precision}, "
         f"cpus={os.cpu_count()}, repeats={args.repeats}, upconv={args.upconv}"
     )
     header = (
-        f"{'variant':<10} {'forward s':>10} {'GFLOP/s':>8} {'train s':>9} "
-        f"{'GFLOP/s':>8} {'peak RSS MiB':>13}"
+        f"{'filters':>7} {'variant':<10} {'forward s':>10} {'GFLOP/s':>8} "
+        f"{'train s':>9} {'GFLOP/s':>8} {'peak RSS MiB':>13}"
     )
     print(header)
-    for name, r in results.items():
-        print(
-            f"{name:<10} {r['forward_s']:>10.3f} "
-            f"{FORWARD_GFLOP / r['forward_s']:>8.1f} {r['train_s']:>9.3f} "
-            f"{3 * FORWARD_GFLOP / r['train_s']:>8.1f} "
-            f"{r['peak_rss_mib']:>13.0f}"
+    rows = []
+    for width in filters:
+        gflop = forward_gflop(width) * args.batch
+        results = {
+            variant: measure(args, variant, width)
+            for variant in ("reference", "keras")
+        }
+        for name, r in results.items():
+            print(
+                f"{width:>7} {name:<10} {r['forward_s']:>10.3f} "
+                f"{gflop / r['forward_s']:>8.1f} {r['train_s']:>9.3f} "
+                f"{3 * gflop / r['train_s']:>8.1f} "
+                f"{r['peak_rss_mib']:>13.0f}",
+                flush=True,
+            )
+        k, ref = results["keras"], results["reference"]
+        ratios = (
+            k["forward_s"] / ref["forward_s"],
+            k["train_s"] / ref["train_s"],
         )
-    k, ref = results["keras"], results["reference"]
-    print(
-        f"ratio keras/reference: forward "
-        f"{k['forward_s'] / ref['forward_s']:.2f}x, training step "
-        f"{k['train_s'] / ref['train_s']:.2f}x"
-    )
+        print(
+            f"{width:>7} ratio keras/reference: forward {ratios[0]:.2f}x, "
+            f"training step {ratios[1]:.2f}x",
+            flush=True,
+        )
+        rows.append(
+            {
+                "filters": width,
+                "forward_gflop": gflop,
+                "results": results,
+                "forward_ratio": ratios[0],
+                "train_ratio": ratios[1],
+            }
+        )
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(
+                {
+                    "backend": backend,
+                    "device": args.device,
+                    "precision": args.precision,
+                    "batch": args.batch,
+                    "repeats": args.repeats,
+                    "rows": rows,
+                },
+                file,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":
