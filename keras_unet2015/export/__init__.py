@@ -340,22 +340,14 @@ def _write(served, jobs, batch_size):
         )
         for _, format in jobs
     }
-    temporaries = []
+    temporaries = [run_folder.temporary_path(path) for path, _ in jobs]
     try:
-        for path, format in jobs:
-            temporaries.append(run_folder.temporary_path(path))
-        native = [
-            (temporary, format)
-            for temporary, (_, format) in zip(temporaries, jobs)
-            if engines[format] == "native"
-        ]
-        other = [
-            (temporary, format)
-            for temporary, (_, format) in zip(temporaries, jobs)
-            if engines[format] != "native"
-        ]
-        for temporary, format in native:
-            _write_native(served, temporary, format, batch_size)
+        other = []
+        for temporary, (_, format) in zip(temporaries, jobs):
+            if engines[format] == "native":
+                _write_native(served, temporary, format, batch_size)
+            else:
+                other.append((temporary, format))
         if other:
             _write_on_tensorflow(served, other, batch_size)
         for temporary, (path, _) in zip(temporaries, jobs):

@@ -348,8 +348,6 @@ def export_bioimageio(
         )
     path = _check_path(path, "bioimageio", overwrite)
     v0_5 = _import_spec()
-    if model.padding not in ("valid", "same"):  # pragma: no cover
-        raise ValueError(f"Unknown padding {model.padding!r}.")
     if isinstance(authors, str):
         authors = (authors,)
     image = _test_image(model, test_image)
